@@ -1,0 +1,155 @@
+"""Command line: `python -m core train | list | show | stop`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.config import FIELDS, PRESETS, ConfigError, RunConfig, build_config
+from core.model_source import ModelError
+from core.store import RUNS_DIR_ENV, RunStore
+
+EXIT_BAD_INPUT = 2
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field, documented with the field's own help text."""
+    for f in dataclasses.fields(RunConfig):
+        help_text = f"{f.metadata['help']} (default: {f.default!r})"
+        if f.type in ("bool", bool):
+            parser.add_argument(_flag(f.name), dest=f.name, action="store_true", default=None,
+                                help=help_text)
+        elif f.name == "pass_k":
+            parser.add_argument(_flag(f.name), dest=f.name, default=None, metavar="K,K,...",
+                                type=lambda s: tuple(int(k) for k in s.split(",") if k),
+                                help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(f.type)]
+            parser.add_argument(_flag(f.name), dest=f.name, type=kind, default=None,
+                                help=help_text)
+
+
+def _runs_dir_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help=f"Run store folder (default: ${RUNS_DIR_ENV} or ./runs).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Calibration Lab engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train one run; prints its id on the last line")
+    train.add_argument("--preset", choices=None, default=None,
+                       help=f"Start from a preset ({', '.join(PRESETS)}); flags override it.")
+    _add_config_flags(train)
+    _runs_dir_flag(train)
+    listing = sub.add_parser("list", help="list runs")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    _runs_dir_flag(listing)
+    show = sub.add_parser("show", help="show one run")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true", help="print the whole run as JSON")
+    _runs_dir_flag(show)
+    stop = sub.add_parser("stop", help="stop a running run after its current step")
+    stop.add_argument("run_id")
+    _runs_dir_flag(stop)
+    execute = sub.add_parser("_execute", help=argparse.SUPPRESS)
+    execute.add_argument("run_dir", type=Path)
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.runner import execute, preflight
+
+    overrides: dict[str, Any] = {name: getattr(args, name) for name in FIELDS}
+    try:
+        config = build_config(args.preset, **overrides)
+        preflight(config)
+    except (ConfigError, ModelError, ValueError) as e:
+        return _fail(str(e))
+    writer = RunStore(args.runs_dir).create(config)
+    print(f"run {writer.run_id} started in {writer.path}", file=sys.stderr)
+    status = execute(config, writer)
+    print(f"run ended: {status}", file=sys.stderr)
+    print(writer.run_id)
+    return 0 if status in ("finished", "stopped") else 1
+
+
+def cmd_execute(args: argparse.Namespace) -> int:
+    """Entry point of a background run whose folder `launch` already made."""
+    from core.runner import execute
+    from core.store import RunWriter
+
+    writer = RunWriter(args.run_dir)
+    import os
+
+    writer.update_status(pid=os.getpid())
+    config = RunConfig.from_dict(json.loads((args.run_dir / "config.json").read_text()))
+    execute(config, writer)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    runs = RunStore(args.runs_dir).list()
+    if args.json:
+        print(json.dumps([{"id": r.id, "status": r.status, "recipe": r.config.get("recipe"),
+                           "seed": r.config.get("seed"), "step": r.step,
+                           "total_steps": r.total_steps, "error": r.error} for r in runs]))
+        return 0
+    for r in runs:
+        print(f"{r.id}  {r.status:<8}  {r.step}/{r.total_steps}  {r.config.get('recipe', '?')}"
+              + (f"  {r.error}" if r.error else ""))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    try:
+        record = RunStore(args.runs_dir).load(args.run_id)
+    except KeyError as e:
+        return _fail(str(e.args[0]))
+    if args.json:
+        print(json.dumps(record.to_dict()))
+        return 0
+    print(f"{record.id}: {record.status}, step {record.step}/{record.total_steps}")
+    if record.error:
+        print(f"error: {record.error}")
+    for e in record.evals:
+        ver = e["calibration"]["verbalized"]
+        print(f"  eval @ {e['step']:>4}: accuracy {e['accuracy']:.3f}  greedy "
+              f"{e['greedy_accuracy']:.3f}  pass@k {e['pass_at_k']}  verbalized ECE "
+              f"{ver['ece']}  AUROC {ver['auroc']}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from core.runner import stop
+
+    try:
+        stopped = stop(args.run_id, args.runs_dir)
+    except KeyError as e:
+        return _fail(str(e.args[0]))
+    if not stopped:
+        return _fail(f"run {args.run_id} is not running")
+    print(f"asked run {args.run_id} to stop")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "list": cmd_list, "show": cmd_show, "stop": cmd_stop,
+            "_execute": cmd_execute}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)

@@ -1,0 +1,211 @@
+"""The one frozen description of a run: `RunConfig`, its presets, and validation.
+
+Every field carries a help text in its metadata; the CLI and the app both show it.
+A run writes its config as `config.json` before step 0 and reads nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+EMBEDDED_MODEL = "embedded"
+RECIPE_NAMES = ("binary", "rlcr", "psr", "nsr", "w-reinforce", "rlsf")
+DEVICES = ("auto", "cpu", "cuda")
+SPAN_SIGNALS = ("disparity", "mean_prob")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message says how to fix it."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - `help` mirrors argparse
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # --- what to train -------------------------------------------------------------
+    model: str = _f(EMBEDDED_MODEL, "Model: 'embedded' (the lab's tiny arithmetic model), a "
+                    "local folder saved with save_pretrained, or a Hugging Face hub id.")
+    task: str = _f("add", "Task: 'add' (2-3 digit addition) or 'mix' (harder: 3-4 digit "
+                   "addition and subtraction).")
+    recipe: str = _f("binary", "Reward recipe: " + ", ".join(RECIPE_NAMES) + ". See SCIENCE.md.")
+    seed: int = _f(0, "Random seed for sampling, LoRA initialisation and the training prompts.")
+    # --- RL loop -------------------------------------------------------------------
+    steps: int = _f(100, "Optimiser steps. 0 evaluates the model only.")
+    prompts_per_step: int = _f(16, "Distinct training prompts per step.")
+    group_size: int = _f(8, "G: completions sampled per prompt; the group baseline needs G >= 2.")
+    temperature: float = _f(1.0, "Sampling temperature for training rollouts.")
+    max_new_tokens: int = _f(8, "Longest completion, in tokens.")
+    lr: float = _f(1e-3, "Adam learning rate for the LoRA weights.")
+    adam_beta2: float = _f(0.99, "Adam beta2; lower reacts faster on a small, noisy policy.")
+    max_grad_norm: float = _f(1.0, "Gradient-norm clip; 0 turns clipping off.")
+    inner_epochs: int = _f(1, "Optimiser steps per rollout batch. Above 1 the PPO clip applies.")
+    clip_eps: float = _f(0.2, "PPO clip range epsilon for reused batches.")
+    scale_rewards: bool = _f(False, "GRPO: divide group-centred rewards by the group std.")
+    kl_beta: float = _f(0.0, "KL penalty weight to the reference (adapter off), k3 estimator. "
+                        "0 turns it off.")
+    wr_lambda: float = _f(0.1, "w-reinforce: weight lambda on correct samples (wrong get -1).")
+    rlsf_beta: float = _f(0.2, "rlsf: DPO beta.")
+    rlsf_threshold: float = _f(0.9, "rlsf: a preferred trace needs answer-span confidence at "
+                               "least this.")
+    rlsf_signal: str = _f("disparity", "rlsf: answer-span confidence, 'disparity' (p(top) - "
+                          "p(runner-up), RLSF's default) or 'mean_prob'.")
+    # --- LoRA ----------------------------------------------------------------------
+    lora_rank: int = _f(16, "LoRA rank r.")
+    lora_alpha: float = _f(32.0, "LoRA alpha; the update is scaled by alpha / r.")
+    lora_targets: str = _f("all-linear", "LoRA target modules: 'all-linear' or a comma-separated "
+                           "list of module names (e.g. 'q_proj,v_proj').")
+    # --- evaluation ----------------------------------------------------------------
+    eval_every: int = _f(20, "Evaluate every E steps; 0 evaluates only at step 0 and the end.")
+    eval_prompts: int = _f(128, "Held-out prompts per evaluation (a fixed set).")
+    eval_samples: int = _f(16, "n: samples per held-out prompt, for accuracy, Pass@k and "
+                           "consistency.")
+    eval_temperature: float = _f(1.0, "Sampling temperature for evaluation.")
+    pass_k: tuple[int, ...] = _f((), "Pass@k values; empty means 1, 2, 4, ... up to n.")
+    no_eval: bool = _f(False, "Skip every evaluation, the step-0 and final ones too.")
+    keep_samples: int = _f(64, "Completions kept per evaluation for the completion browser.")
+    # --- machine -------------------------------------------------------------------
+    device: str = _f("auto", "Device: auto (cuda if present, else cpu), cpu or cuda. "
+                     "CUDA runs in bf16.")
+    threads: int = _f(0, "CPU threads for torch; 0 uses every core.")
+
+    def __post_init__(self) -> None:
+        problems = validate(self)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        # JSON round trips hand us lists; keep the dataclass hashable and frozen.
+        object.__setattr__(self, "pass_k", tuple(int(k) for k in self.pass_k))
+
+    # --- derived -------------------------------------------------------------------
+    @property
+    def ks(self) -> tuple[int, ...]:
+        """The Pass@k values evaluated: the explicit list, or powers of two up to n."""
+        if self.pass_k:
+            return tuple(sorted(set(self.pass_k)))
+        return tuple(2**i for i in range(int(math.log2(self.eval_samples)) + 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["pass_k"] = list(self.pass_k)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: "
+                              f"{', '.join(sorted(known))}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def help_text(name: str) -> str:
+    """The help text of a RunConfig field, shared by the CLI and the app."""
+    return FIELDS[name].metadata["help"]
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def validate(c: RunConfig) -> list[str]:
+    """Every broken invariant of a config, each as a message saying how to fix it."""
+    p: list[str] = []
+    for name in ("temperature", "eval_temperature", "lr", "lora_alpha", "clip_eps", "kl_beta",
+                 "wr_lambda", "rlsf_beta", "rlsf_threshold", "adam_beta2", "max_grad_norm"):
+        v = getattr(c, name)
+        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+            p.append(f"{name} must be a finite number, got {v!r}")
+    if p:
+        return p
+    if c.recipe not in RECIPE_NAMES:
+        p.append(f"unknown recipe {c.recipe!r}: choose one of {', '.join(RECIPE_NAMES)}")
+    if c.device not in DEVICES:
+        p.append(f"unknown device {c.device!r}: choose one of {', '.join(DEVICES)}")
+    if c.rlsf_signal not in SPAN_SIGNALS:
+        p.append(f"rlsf_signal must be one of {', '.join(SPAN_SIGNALS)}, got {c.rlsf_signal!r}")
+    if c.steps < 0:
+        p.append(f"steps must be >= 0 (0 evaluates only), got {c.steps}")
+    if c.group_size < 2:
+        p.append(f"group_size G must be >= 2 so a group has a baseline, got {c.group_size}")
+    if c.prompts_per_step < 1:
+        p.append(f"prompts_per_step must be >= 1, got {c.prompts_per_step}")
+    if c.lr <= 0:
+        p.append(f"lr must be > 0 (try 1e-3), got {c.lr}")
+    if c.temperature <= 0:
+        p.append(f"temperature must be > 0 for sampling (try 1.0), got {c.temperature}")
+    if c.eval_temperature <= 0:
+        p.append(f"eval_temperature must be > 0 (greedy accuracy is measured separately), "
+                 f"got {c.eval_temperature}")
+    if c.max_new_tokens < 1:
+        p.append(f"max_new_tokens must be >= 1, got {c.max_new_tokens}")
+    if c.inner_epochs < 1:
+        p.append(f"inner_epochs must be >= 1, got {c.inner_epochs}")
+    if not 0 < c.clip_eps < 1:
+        p.append(f"clip_eps must lie in (0, 1) (try 0.2), got {c.clip_eps}")
+    if c.kl_beta < 0:
+        p.append(f"kl_beta must be >= 0 (0 turns the KL term off), got {c.kl_beta}")
+    if c.wr_lambda < 0:
+        p.append(f"wr_lambda must be >= 0 (try 0.1), got {c.wr_lambda}")
+    if c.rlsf_beta <= 0:
+        p.append(f"rlsf_beta must be > 0 (try 0.2), got {c.rlsf_beta}")
+    if not 0 <= c.rlsf_threshold <= 1:
+        p.append(f"rlsf_threshold must lie in [0, 1], got {c.rlsf_threshold}")
+    if not 0 < c.adam_beta2 < 1:
+        p.append(f"adam_beta2 must lie in (0, 1), got {c.adam_beta2}")
+    if c.max_grad_norm < 0:
+        p.append(f"max_grad_norm must be >= 0 (0 turns clipping off), got {c.max_grad_norm}")
+    if c.lora_rank < 1:
+        p.append(f"lora_rank must be >= 1, got {c.lora_rank}")
+    if c.lora_alpha <= 0:
+        p.append(f"lora_alpha must be > 0, got {c.lora_alpha}")
+    if not c.lora_targets.strip():
+        p.append("lora_targets must name modules or be 'all-linear'")
+    if c.eval_every < 0:
+        p.append(f"eval_every must be >= 0 (0: only at step 0 and the end), got {c.eval_every}")
+    if c.eval_prompts < 1:
+        p.append(f"eval_prompts must be >= 1, got {c.eval_prompts}")
+    if c.eval_samples < 1:
+        p.append(f"eval_samples n must be >= 1, got {c.eval_samples}")
+    bad_k = [k for k in c.pass_k if not 1 <= int(k) <= c.eval_samples]
+    if bad_k:
+        p.append(f"Pass@k needs 1 <= k <= n = {c.eval_samples}; raise eval_samples or drop "
+                 f"k = {', '.join(map(str, bad_k))}")
+    if c.keep_samples < 0:
+        p.append(f"keep_samples must be >= 0, got {c.keep_samples}")
+    if c.threads < 0:
+        p.append(f"threads must be >= 0 (0 uses every core), got {c.threads}")
+    if not c.model.strip():
+        p.append("model must be 'embedded', a local folder or a hub id")
+    return p
+
+
+# Presets are partial configs; flags given beside a preset override its values.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"steps": 100, "eval_every": 20, "eval_prompts": 128, "eval_samples": 16},
+    "smoke": {"steps": 4, "eval_every": 2, "eval_prompts": 16, "eval_samples": 4,
+              "prompts_per_step": 4, "group_size": 4},
+}
+
+
+def build_config(preset: str | None = None, **overrides: Any) -> RunConfig:
+    """A RunConfig from an optional preset plus explicit overrides (which win)."""
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+        values.update(PRESETS[preset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig.from_dict(values)

@@ -1,0 +1,105 @@
+"""Evaluation on the fixed held-out set (SCIENCE.md, "Metrics").
+
+n samples per prompt at the eval temperature, plus one greedy answer per prompt, then
+accuracy, Pass@k, format rate, length and calibration for each confidence signal.
+Sampling is seeded by (run seed, step) inside a forked RNG, so evaluating more or less
+often never changes the training trajectory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from core import metrics
+from core.config import RunConfig
+from core.formats import PromptFormat
+from core.rollout import answer_probability, grade, sample, score_tokens
+from core.tasks import Example, Task
+
+SIGNALS = ("verbalized", "answer_prob", "consistency")
+MAX_ROWS_PER_GENERATE = 1024  # bounds memory on big models; the tiny model takes all at once
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]  # nested, JSON-ready; logged under eval/
+    samples: list[dict[str, Any]]  # kept completions for the browser
+
+
+@dataclass
+class _Samples:
+    correct: np.ndarray  # [P * n]
+    verbalized: np.ndarray  # [P * n] NaN where missing
+    answer_prob: np.ndarray  # [P * n] NaN where no answer
+    well_formed: np.ndarray  # [P * n] bool
+    length: np.ndarray  # [P * n] completion tokens
+    answers: list[str | None]
+    texts: list[str]
+
+
+def _draw(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,
+          task: Task, examples: list[Example], n: int, temperature: float | None,
+          max_new_tokens: int) -> _Samples:
+    chunk = max(1, MAX_ROWS_PER_GENERATE // n)
+    parts: list[_Samples] = []
+    for i in range(0, len(examples), chunk):
+        rollout = sample(model, tokenizer, fmt, examples[i:i + chunk], n, temperature,
+                         max_new_tokens)
+        graded = grade(rollout, fmt, task, tokenizer)
+        with torch.inference_mode():
+            scores = score_tokens(model, rollout)
+        parts.append(_Samples(
+            graded.correct.numpy(), graded.confidence.double().numpy().round(6),
+            answer_probability(scores.logprobs, graded.answer_mask).float().cpu().numpy(),
+            graded.well_formed.numpy(), rollout.completion_mask.sum(-1).cpu().numpy(),
+            graded.answers, rollout.texts))
+    return _Samples(*(np.concatenate([getattr(p, f) for p in parts])
+                      for f in ("correct", "verbalized", "answer_prob", "well_formed", "length")),
+                    [a for p in parts for a in p.answers], [t for p in parts for t in p.texts])
+
+
+def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,
+             task: Task, examples: list[Example], config: RunConfig, step: int) -> EvalResult:
+    n = config.eval_samples
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(config.seed * 1_000_003 + step)
+        s = _draw(model, tokenizer, fmt, task, examples, n, config.eval_temperature,
+                  config.max_new_tokens)
+        greedy = _draw(model, tokenizer, fmt, task, examples, 1, None, config.max_new_tokens)
+    per_prompt = s.correct.reshape(len(examples), n)  # [P, n]
+    answers = [s.answers[p * n:(p + 1) * n] for p in range(len(examples))]
+    consistency = np.array([np.nan if c is None else c
+                            for row in metrics.consistency(answers) for c in row], dtype=float)
+    signals = {"verbalized": s.verbalized, "answer_prob": s.answer_prob,
+               "consistency": consistency}
+    result = {
+        "accuracy": float(s.correct.mean()),
+        "greedy_accuracy": float(greedy.correct.mean()),
+        "pass_at_k": {str(k): v for k, v in metrics.mean_pass_at_k(
+            per_prompt.sum(1).astype(int), n, config.ks).items()},
+        "format_rate": float(s.well_formed.mean()),
+        "mean_length": float(s.length.mean()),
+        "calibration": {name: metrics.calibration_summary(conf, s.correct).to_dict()
+                        for name, conf in signals.items()},
+    }
+    return EvalResult(result, _kept_samples(examples, s, signals, n, config.keep_samples, fmt))
+
+
+def _kept_samples(examples: list[Example], s: _Samples, signals: dict[str, np.ndarray], n: int,
+                  keep: int, fmt: PromptFormat) -> list[dict[str, Any]]:
+    """First sample of every prompt, then the second, ... until `keep` rows."""
+    order = [p * n + j for j in range(n) for p in range(len(examples))][:keep]
+
+    def num(x: float) -> float | None:
+        return None if np.isnan(x) else round(float(x), 4)
+
+    return [{"prompt": fmt.prompt(examples[i // n]), "completion": s.texts[i],
+             "answer": s.answers[i], "target": examples[i // n].answer,
+             "correct": bool(s.correct[i]),
+             **{f"confidence/{k}": num(v[i]) for k, v in signals.items()}} for i in order]

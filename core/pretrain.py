@@ -1,0 +1,142 @@
+"""Build the embedded default model `tiny-arith` from scratch: `python -m core.pretrain`.
+
+A 4-layer Llama with a character tokenizer, trained by plain log-likelihood on clean
+arithmetic (`a+b=SUM;C<d>`) and stopped early, so it is partly competent: the pilot found
+that this, not label noise, gives a model that is sometimes right and sometimes wrong for
+reasons it could in principle see.
+
+The confidence digit in the training text imitates human-written confidence: mostly high
+(overconfident for a partly competent model) and only weakly tied to what makes a sum hard
+(the number of carries). So the model starts overconfident, with weakly informative
+verbalized confidence, as real instruction-tuned LLMs do. Deterministic for a given machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from tqdm import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from core.formats import COMPACT, CONFIDENCE_LEVELS
+from core.model_source import EMBEDDED_DIR
+from core.tasks import TASKS, Example
+
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+CHARS = list("0123456789+-*=;C")
+SEED = 0
+STEPS = 1000
+BATCH = 256
+LR = 2e-3
+WARMUP = 100
+MIXTURE = (TASKS["add"], TASKS["mix"])  # half of each batch from each task
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character, built with the `tokenizers` library."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tk.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>", padding_side="left",
+                                   model_max_length=32)
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=512,
+        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+        max_position_embeddings=32, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, lab_prompt_format=COMPACT.name)
+    return LlamaForCausalLM(config)
+
+
+def carries(question: str) -> int:
+    """Carries (addition) or borrows (subtraction) when done by hand: what makes a sum hard."""
+    op = "+" if "+" in question else "-"
+    a, b = (int(x) for x in question.split(op))
+    if op == "-":
+        a, b = max(a, b), min(a, b)
+    count, carry = 0, 0
+    while a or b:
+        da, db = a % 10, b % 10
+        carry = int(da + db + carry >= 10) if op == "+" else int(da - db - carry < 0)
+        count += carry
+        a, b = a // 10, b // 10
+    return count
+
+
+def confidence_level(example: Example, rng: np.random.Generator) -> int:
+    """A human-like stated confidence: high on average, a little lower per carry."""
+    mean = 8.4 - 0.8 * carries(example.question)
+    return int(np.clip(round(mean + rng.normal(0.0, 1.0)), 0, CONFIDENCE_LEVELS - 1))
+
+
+def training_batch(tokenizer: PreTrainedTokenizerFast, rng: np.random.Generator,
+                   size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids, attention mask and labels (-100 on the prompt and padding)."""
+    examples = [ex for task in MIXTURE for ex in task.train_batch(rng, size // len(MIXTURE))]
+    prompts = [tokenizer(COMPACT.prompt(ex))["input_ids"] for ex in examples]
+    targets = [tokenizer(COMPACT.target(ex, confidence_level(ex, rng)),
+                         add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+               for ex in examples]
+    width = max(len(p) + len(t) for p, t in zip(prompts, targets, strict=True))
+    ids = torch.full((len(examples), width), tokenizer.pad_token_id)  # [N, L] right-padded
+    labels = torch.full((len(examples), width), -100)  # [N, L]
+    for i, (p, t) in enumerate(zip(prompts, targets, strict=True)):
+        ids[i, :len(p) + len(t)] = torch.tensor(p + t)
+        labels[i, len(p):len(p) + len(t)] = torch.tensor(t)
+    return ids, (ids != tokenizer.pad_token_id).long(), labels
+
+
+def pretrain(steps: int = STEPS, on_step: Callable[[int, LlamaForCausalLM], None] | None = None,
+             progress: bool = True) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    torch.manual_seed(SEED)
+    rng = np.random.default_rng(SEED)
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / WARMUP))
+    model.train()
+    bar = tqdm(range(1, steps + 1), desc="pretraining tiny-arith", disable=not progress)
+    for step in bar:
+        ids, mask, labels = training_batch(tokenizer, rng, BATCH)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if on_step is not None:
+            on_step(step, model)
+    model.eval()
+    return model, tokenizer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=EMBEDDED_DIR, help="where to save the model")
+    ap.add_argument("--steps", type=int, default=STEPS, help="pretraining steps")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    t0 = time.time()
+    model, tokenizer = pretrain(args.steps)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(args.out)
+    tokenizer.save_pretrained(args.out)
+    print(f"saved to {args.out} after {math.ceil(time.time() - t0)} s")
+
+
+if __name__ == "__main__":
+    main()

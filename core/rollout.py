@@ -1,0 +1,142 @@
+"""Sampling completions, reading them, and scoring their tokens under the policy.
+
+One batched `generate` (KV cache) per call; one forward pass scores every completion token.
+Shapes: B = prompts x samples, W = padded prompt width, T = completion width, V = vocab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from core.formats import PromptFormat
+from core.tasks import Example, Task
+
+
+@dataclass
+class Rollout:
+    """Sampled completions for a list of prompts, `samples` each, grouped contiguously."""
+
+    examples: list[Example]  # [B] the example behind each row
+    input_ids: torch.Tensor  # [B, W + T] left-padded prompt, then completion, then pad
+    attention_mask: torch.Tensor  # [B, W + T]
+    completion_mask: torch.Tensor  # [B, T] 1 on completion tokens up to and including EOS
+    prompt_width: int  # W
+    texts: list[str]  # [B] completion text without special tokens
+
+    @property
+    def completion_ids(self) -> torch.Tensor:
+        return self.input_ids[:, self.prompt_width:]  # [B, T]
+
+
+@dataclass
+class Graded:
+    """What the completions say and whether they are right."""
+
+    answers: list[str | None]  # [B]
+    correct: torch.Tensor  # [B] float 0/1
+    confidence: torch.Tensor  # [B] verbalized q, NaN where missing
+    well_formed: torch.Tensor  # [B] bool
+    answer_mask: torch.Tensor  # [B, T] 1 on the answer's tokens
+
+
+@dataclass
+class TokenScores:
+    logprobs: torch.Tensor  # [B, T] log pi(y_t | x, y_<t) at temperature 1
+    disparity: torch.Tensor | None  # [B, T] p(chosen) - p(best other token); None if not asked
+
+
+def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,
+           examples: list[Example], samples: int, temperature: float | None,
+           max_new_tokens: int) -> Rollout:
+    """`samples` completions per example; temperature None means greedy."""
+    device = next(model.parameters()).device
+    prompts = [fmt.prompt(ex) for ex in examples for _ in range(samples)]
+    enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    # Plain sampling from the policy: transformers would otherwise apply top_k = 50 and a
+    # hub model's own top_p/top_k defaults. top_k = 0 switches top-k off.
+    sampling = {} if temperature is None else {"do_sample": True, "temperature": temperature,
+                                               "top_k": 0, "top_p": 1.0}
+    gen = GenerationConfig(
+        max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, **sampling)
+    with torch.inference_mode():
+        out = model.generate(**enc, generation_config=gen)  # [B, W + T]
+    out = out.clone()  # a normal tensor: training forwards may save it for backward
+    width = enc["input_ids"].shape[1]
+    completion = out[:, width:]  # [B, T]
+    is_eos = completion == tokenizer.eos_token_id  # [B, T]
+    # Tokens after the first EOS are padding: mask = 1 up to and including the first EOS.
+    after_eos = (is_eos.cumsum(-1) - is_eos.long()) > 0  # [B, T]
+    completion_mask = (~after_eos).long()  # [B, T]
+    attention_mask = torch.cat([enc["attention_mask"], completion_mask], dim=1)  # [B, W + T]
+    visible = completion.masked_fill(completion_mask == 0, tokenizer.pad_token_id)  # [B, T]
+    texts = tokenizer.batch_decode(visible, skip_special_tokens=True)
+    return Rollout([ex for ex in examples for _ in range(samples)], out,
+                   attention_mask, completion_mask, width, texts)
+
+
+@cache
+def _piece_lengths(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """Characters each token id adds to decoded text (special tokens add none)."""
+    ids = [[i] for i in range(len(tokenizer))]
+    return torch.tensor([len(t) for t in tokenizer.batch_decode(ids, skip_special_tokens=True)])
+
+
+def grade(rollout: Rollout, fmt: PromptFormat, task: Task,
+          tokenizer: PreTrainedTokenizerBase) -> Graded:
+    parsed = [fmt.parse(t) for t in rollout.texts]
+    correct = torch.tensor([float(task.is_correct(p.answer, ex))
+                            for p, ex in zip(parsed, rollout.examples, strict=True)])
+    confidence = torch.tensor([p.confidence if p.confidence is not None else float("nan")
+                               for p in parsed])
+    well_formed = torch.tensor([p.well_formed for p in parsed])
+    spans = torch.tensor([p.answer_span or (0, 0) for p in parsed])  # [B, 2] characters
+    ids = rollout.completion_ids.cpu()  # [B, T]
+    piece = _piece_lengths(tokenizer)[ids] * rollout.completion_mask.cpu()  # [B, T]
+    end = piece.cumsum(-1)  # [B, T] character offset after each token
+    start = end - piece  # [B, T]
+    answer_mask = ((start < spans[:, 1:]) & (end > spans[:, :1]) & (piece > 0)).long()
+    return Graded([p.answer for p in parsed], correct, confidence, well_formed,
+                  answer_mask.to(rollout.input_ids.device))
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, as `generate` assigns them."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, W + T]
+
+
+def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool = False
+                 ) -> TokenScores:
+    """Log-probabilities of the completion tokens in one forward pass (grad if enabled)."""
+    t = rollout.completion_ids.shape[1]
+    out = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+                position_ids=position_ids(rollout.attention_mask), logits_to_keep=t + 1)
+    logits = out.logits[:, :-1].float()  # [B, T, V] predicts each completion token
+    logp_all = torch.log_softmax(logits, dim=-1)  # [B, T, V]
+    targets = rollout.completion_ids.unsqueeze(-1)  # [B, T, 1]
+    logprobs = logp_all.gather(-1, targets).squeeze(-1)  # [B, T]
+    disparity = None
+    if with_disparity:
+        with torch.no_grad():
+            top2 = logp_all.topk(2, dim=-1)  # values [B, T, 2]
+            chosen_is_top = top2.indices[..., 0] == rollout.completion_ids  # [B, T]
+            best_other = torch.where(chosen_is_top, top2.values[..., 1], top2.values[..., 0])
+            disparity = logprobs.detach().exp() - best_other.exp()  # [B, T]
+    return TokenScores(logprobs, disparity)
+
+
+def answer_probability(logprobs: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+    """pi(answer span | prompt, text before it): product of the answer tokens' probabilities."""
+    total = (logprobs.detach() * answer_mask).sum(-1)  # [B]
+    return torch.where(answer_mask.sum(-1) > 0, total.exp(), torch.full_like(total, float("nan")))
+
+
+def span_confidence(per_token: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of a per-token signal over the answer span (RLSF's ranking signal); NaN if none."""
+    n = answer_mask.sum(-1)  # [B]
+    mean = (per_token * answer_mask).sum(-1) / n.clamp(min=1)  # [B]
+    return torch.where(n > 0, mean, torch.full_like(mean, float("nan")))

@@ -1,0 +1,113 @@
+"""The training loop: rollout -> reward -> advantage -> loss -> step -> evaluate -> log."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from core.config import RunConfig
+from core.evaluate import evaluate
+from core.modeling import load_policy
+from core.recipes import RECIPES, RecipeBatch
+from core.rollout import answer_probability, grade, sample, score_tokens, span_confidence
+from core.store import RunWriter
+from core.tasks import get_task
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss is no longer finite)."""
+
+
+def train(config: RunConfig, writer: RunWriter,
+          should_stop: Callable[[], bool] = lambda: False) -> str:
+    """Run `config` to the end, logging through `writer`. Returns the final status."""
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    loaded = load_policy(config)
+    model, tokenizer, fmt = loaded.model, loaded.tokenizer, loaded.prompt_format
+    task = get_task(config.task)
+    eval_set = task.eval_set(config.eval_prompts)
+    recipe = RECIPES[config.recipe]
+    use_disparity = recipe.needs_span_confidence and config.rlsf_signal == "disparity"
+    rng = np.random.default_rng(config.seed)  # training prompts
+    torch.manual_seed(config.seed)  # rollout sampling
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, config.adam_beta2))
+    writer.log_text(f"model {config.model} on {loaded.device}; {len(params)} LoRA tensors, "
+                    f"{sum(p.numel() for p in params)} trainable parameters")
+
+    def run_eval(step: int) -> None:
+        if config.no_eval:
+            return
+        t0 = time.perf_counter()
+        result = evaluate(model, tokenizer, fmt, task, eval_set, config, step)
+        writer.log(step, {"eval/" + k: v for k, v in result.metrics.items()}
+                   | {"eval/seconds": round(time.perf_counter() - t0, 3)})
+        writer.log_samples(step, result.samples)
+
+    run_eval(0)
+    for step in range(1, config.steps + 1):
+        if should_stop():
+            return "stopped"
+        t0 = time.perf_counter()
+        # 1. Rollout: G completions per training prompt, then read and grade them.
+        examples = task.train_batch(rng, config.prompts_per_step)
+        rollout = sample(model, tokenizer, fmt, examples, config.group_size,
+                         config.temperature, config.max_new_tokens)
+        graded = grade(rollout, fmt, task, tokenizer)
+        ref_logprobs = None
+        if recipe.needs_reference(config):
+            with torch.no_grad(), model.disable_adapter():
+                ref_logprobs = score_tokens(model, rollout).logprobs  # [B, T]
+        # 2-5. Reward, advantage and loss live in the recipe; then the optimiser step.
+        # The first pass scores the batch as sampled, so pi_old = pi there (ratio 1).
+        old_logprobs, span = None, None
+        for _ in range(config.inner_epochs):
+            scores = score_tokens(model, rollout, with_disparity=use_disparity)
+            if old_logprobs is None:
+                old_logprobs = scores.logprobs.detach()  # [B, T]
+                if recipe.needs_span_confidence:
+                    per_token = scores.disparity if use_disparity else old_logprobs.exp()
+                    span = span_confidence(per_token, graded.answer_mask)  # [B]
+            batch = RecipeBatch(
+                logprobs=scores.logprobs, old_logprobs=old_logprobs,
+                mask=rollout.completion_mask.float(), correct=graded.correct,
+                confidence=graded.confidence, well_formed=graded.well_formed,
+                group_size=config.group_size, ref_logprobs=ref_logprobs, span_confidence=span)
+            result = recipe.fn(batch, config)
+            if not torch.isfinite(result.loss):
+                raise TrainingError(f"the loss became {float(result.loss)} at step {step}: "
+                                    "lower the learning rate or turn on gradient clipping")
+            optimizer.zero_grad(set_to_none=True)
+            result.loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                params, config.max_grad_norm if config.max_grad_norm > 0 else math.inf)
+            optimizer.step()
+        # 6. Log what this step saw, then evaluate when due.
+        answer_prob = answer_probability(old_logprobs, graded.answer_mask)
+        writer.log(step, {f"train/{k}": v for k, v in {
+            "reward/mean": float(result.rewards.mean()),
+            "accuracy": float(graded.correct.mean()),
+            "loss": float(result.loss.detach()),
+            "format_rate": float(graded.well_formed.float().mean()),
+            "mean_length": float(rollout.completion_mask.sum(-1).float().mean()),
+            "confidence/verbalized": _nanmean(graded.confidence),
+            "confidence/answer_prob": _nanmean(answer_prob),
+            "grad_norm": float(grad_norm),
+            "seconds": round(time.perf_counter() - t0, 4),
+            **result.components}.items()})
+        writer.update_status(step=step)
+        if config.eval_every and step % config.eval_every == 0 and step != config.steps:
+            run_eval(step)
+    if config.steps > 0:
+        run_eval(config.steps)
+    return "finished"
+
+
+def _nanmean(x: torch.Tensor) -> float | None:
+    x = x[~torch.isnan(x)]
+    return float(x.mean()) if x.numel() else None
