@@ -12,8 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.recipe_info import RECIPE_INFO
+
 EMBEDDED_MODEL = "embedded"
-RECIPE_NAMES = ("binary", "rlcr", "psr", "nsr", "w-reinforce", "rlsf")
+RECIPE_NAMES = tuple(RECIPE_INFO)
 DEVICES = ("auto", "cpu", "cuda")
 SPAN_SIGNALS = ("disparity", "mean_prob")
 

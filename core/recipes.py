@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from core.config import RunConfig
+from core.recipe_info import RECIPE_INFO, RecipeInfo
 
 RLCR_FORMAT_PENALTY = -2.0  # RLCR's code: below every well-formed output's reward (>= -1)
 
@@ -191,29 +192,18 @@ def rlsf(batch: RecipeBatch, config: RunConfig) -> RecipeResult:
 
 @dataclass(frozen=True)
 class Recipe:
+    info: RecipeInfo
     fn: Callable[[RecipeBatch, RunConfig], RecipeResult]
-    summary: str  # one line for the app
-    formula: str  # LaTeX, for the app's rendered math
-    uses_labels: bool = True
-    needs_span_confidence: bool = False
+
+    @property
+    def needs_span_confidence(self) -> bool:
+        return self.info.needs_span_confidence
 
     def needs_reference(self, config: RunConfig) -> bool:
-        return config.kl_beta > 0 or self.needs_span_confidence
+        return config.kl_beta > 0 or self.info.needs_span_confidence
 
 
-RECIPES: dict[str, Recipe] = {
-    "binary": Recipe(binary, "RLVR: reward 1 if right, 0 if wrong; GRPO group baseline.",
-                     r"r = c,\quad A_i = r_i - \overline{r}_{\text{group}}"),
-    "rlcr": Recipe(rlcr, "Correctness plus a Brier score on the stated confidence (RLCR).",
-                   r"r = c - (q - c)^2,\quad A_i = r_i - \overline{r}_{\text{group}}"),
-    "psr": Recipe(psr, "Train only on right samples: likelihood on the model's own hits.",
-                  r"A = +1 \text{ if } c = 1,\ \text{no update if } c = 0"),
-    "nsr": Recipe(nsr, "Train only on wrong samples: push probability away from misses.",
-                  r"A = -1 \text{ if } c = 0,\ \text{no update if } c = 1"),
-    "w-reinforce": Recipe(w_reinforce, "Both, positives down-weighted by lambda (0.1).",
-                          r"A = +\lambda \text{ if } c = 1,\ A = -1 \text{ if } c = 0"),
-    "rlsf": Recipe(rlsf, "No labels: DPO on pairs ranked by answer-span confidence (RLSF).",
-                   r"\mathcal{L} = -\log\sigma\big(\beta[(\log\tfrac{\pi}{\pi_{ref}})_i - "
-                   r"(\log\tfrac{\pi}{\pi_{ref}})_j]\big),\ s_i > s_j,\ s_i \ge \tau",
-                   uses_labels=False, needs_span_confidence=True),
-}
+_FNS = {"binary": binary, "rlcr": rlcr, "psr": psr, "nsr": nsr, "w-reinforce": w_reinforce,
+        "rlsf": rlsf}
+assert set(_FNS) == set(RECIPE_INFO), "core.recipe_info and core.recipes disagree"
+RECIPES: dict[str, Recipe] = {name: Recipe(RECIPE_INFO[name], fn) for name, fn in _FNS.items()}
