@@ -62,25 +62,16 @@ def build_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def carries(question: str) -> int:
-    """Carries (addition) or borrows (subtraction) when done by hand: what makes a sum hard."""
-    op = "+" if "+" in question else "-"
-    a, b = (int(x) for x in question.split(op))
-    if op == "-":
-        a, b = max(a, b), min(a, b)
-    count, carry = 0, 0
-    while a or b:
-        da, db = a % 10, b % 10
-        carry = int(da + db + carry >= 10) if op == "+" else int(da - db - carry < 0)
-        count += carry
-        a, b = a // 10, b // 10
-    return count
+def operand_digits(question: str) -> int:
+    """Digits in both operands together: the difficulty a reader sees at a glance."""
+    return sum(ch.isdigit() for ch in question)
 
 
 def confidence_level(example: Example, rng: np.random.Generator) -> int:
-    """A human-like stated confidence: high on average, a little lower per carry."""
-    mean = 8.4 - 0.8 * carries(example.question)
-    return int(np.clip(round(mean + rng.normal(0.0, 1.0)), 0, CONFIDENCE_LEVELS - 1))
+    """A human-like stated confidence: high on average, a little lower for longer problems
+    and for subtraction; the noise keeps it only weakly informative."""
+    mean = 9.0 - 0.4 * (operand_digits(example.question) - 4) - 0.4 * ("-" in example.question)
+    return int(np.clip(round(mean + rng.normal(0.0, 1.2)), 0, CONFIDENCE_LEVELS - 1))
 
 
 def training_batch(tokenizer: PreTrainedTokenizerFast, rng: np.random.Generator,
@@ -124,18 +115,88 @@ def pretrain(steps: int = STEPS, on_step: Callable[[int, LlamaForCausalLM], None
     return model, tokenizer
 
 
+def starting_metrics(model_dir: Path) -> dict[str, dict]:
+    """The saved model's metrics on each task's default eval set, through the lab's own eval."""
+    from core.config import RunConfig
+    from core.evaluate import evaluate
+    from core.modeling import load_policy
+    from core.tasks import get_task
+
+    out = {}
+    for task_name in TASKS:
+        config = RunConfig(model=str(model_dir), task=task_name, steps=0)
+        loaded = load_policy(config)  # a fresh adapter is a no-op: LoRA B starts at zero
+        task = get_task(task_name)
+        result = evaluate(loaded.model, loaded.tokenizer, loaded.prompt_format, task,
+                          task.eval_set(config.eval_prompts), config, step=0)
+        out[task_name] = result.metrics
+    return out
+
+
+def model_card(metrics: dict[str, dict], steps: int, seconds: float) -> str:
+    rows = []
+    for task, m in metrics.items():
+        v, a = m["calibration"]["verbalized"], m["calibration"]["answer_prob"]
+        rows.append(f"| {task} | {m['accuracy']:.3f} | {m['pass_at_k']['16']:.3f} | "
+                    f"{m['greedy_accuracy']:.3f} | {m['format_rate']:.3f} | {v['ece']:.3f} | "
+                    f"{v['auroc']:.3f} | {v['mean_confidence']:.3f} | {a['ece']:.3f} | "
+                    f"{a['auroc']:.3f} |")
+    return MODEL_CARD.format(steps=steps, batch=BATCH, lr=LR, warmup=WARMUP,
+                             minutes=seconds / 60, table="\n".join(rows), header=TABLE_HEADER)
+
+
+TABLE_HEADER = ("| task | Pass@1 | Pass@16 | greedy acc. | format rate | verbalized ECE | "
+                "verbalized AUROC | mean q | answer-prob ECE | answer-prob AUROC |\n"
+                "|---|---|---|---|---|---|---|---|---|---|")
+
+
+MODEL_CARD = """# tiny-arith: the Calibration Lab's embedded model
+
+A 4-layer Llama (d = 128, FFN 512, 4 heads, tied embeddings, about 1.05 M parameters)
+with a one-token-per-character tokenizer built with the `tokenizers` library. It loads
+with `AutoModelForCausalLM` / `AutoTokenizer` like any hub model.
+
+## Format
+Prompt `a+b=` (or `a-b=`), completion `ANSWER;C<d>` then end of sequence. The digit d is
+a verbalized confidence on ten levels, q = (d + 0.5) / 10.
+
+## How it was built
+`python -m core.pretrain` (deterministic on a given machine): plain log-likelihood on
+clean arithmetic, half from the `add` task (2-3 digit addition) and half from `mix`
+(3-4 digit addition and subtraction), never on a held-out question; {steps} steps of
+batch {batch}, AdamW lr {lr} with {warmup} warm-up steps, stopped early so the model
+is only partly competent. It took {minutes:.1f} minutes on 2 CPU cores.
+
+The confidence digit in the training text imitates human-written confidence: mostly
+high, and a little lower for problems with more operand digits (a difficulty the prompt
+shows). So the model starts overconfident, with weakly informative verbalized
+confidence, as real instruction-tuned models do. The pilot (shared/PILOT-NOTES.md)
+found that label noise does not give a useful starting point; early stopping on clean
+labels does.
+
+## Starting metrics (measured by the lab's evaluation at build time)
+Default eval set of each task: 128 held-out prompts, n = 16 samples at T = 1.
+
+{header}
+{table}
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=EMBEDDED_DIR, help="where to save the model")
     ap.add_argument("--steps", type=int, default=STEPS, help="pretraining steps")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.time()
     model, tokenizer = pretrain(args.steps)
+    seconds = time.time() - t0
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
-    print(f"saved to {args.out} after {math.ceil(time.time() - t0)} s")
+    print(f"saved to {args.out} after {math.ceil(seconds)} s; measuring starting metrics")
+    card = model_card(starting_metrics(args.out), args.steps, seconds)
+    (args.out / "README.md").write_text(card)
+    print(card)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import torch
 
 from core.config import RunConfig
 from core.evaluate import evaluate
-from core.modeling import load_policy
+from core.modeling import LoadedModel, load_policy
 from core.recipes import RECIPES, RecipeBatch
 from core.rollout import answer_probability, grade, sample, score_tokens, span_confidence
 from core.store import RunWriter
@@ -24,10 +24,14 @@ class TrainingError(RuntimeError):
 
 
 def train(config: RunConfig, writer: RunWriter,
-          should_stop: Callable[[], bool] = lambda: False) -> str:
-    """Run `config` to the end, logging through `writer`. Returns the final status."""
+          should_stop: Callable[[], bool] = lambda: False,
+          loaded: LoadedModel | None = None) -> str:
+    """Run `config` to the end, logging through `writer`; returns the final status.
+
+    `loaded` lets a caller (a test) pass the policy in and inspect it afterwards.
+    """
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
-    loaded = load_policy(config)
+    loaded = loaded or load_policy(config)
     model, tokenizer, fmt = loaded.model, loaded.tokenizer, loaded.prompt_format
     task = get_task(config.task)
     eval_set = task.eval_set(config.eval_prompts)
