@@ -61,3 +61,15 @@ def test_every_recipe_trains_and_logs(recipe: str, tmp_path: Path) -> None:
     if recipe == "rlsf":
         assert "rlsf/pairs" in record.train[0]
     assert store.samples(writer.run_id)
+
+
+def test_pretraining_is_deterministic() -> None:
+    """Two short builds from scratch give identical weights (the full build is longer)."""
+    from core.pretrain import pretrain
+
+    torch.set_num_threads(1)
+    a, _ = pretrain(steps=3, progress=False)
+    b, _ = pretrain(steps=3, progress=False)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
