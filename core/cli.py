@@ -25,8 +25,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(RunConfig):
         help_text = f"{f.metadata['help']} (default: {f.default!r})"
         if f.type in ("bool", bool):
-            parser.add_argument(_flag(f.name), dest=f.name, action="store_true", default=None,
-                                help=help_text)
+            parser.add_argument(_flag(f.name), dest=f.name, default=None, help=help_text,
+                                action=argparse.BooleanOptionalAction)
         elif f.name == "pass_k":
             parser.add_argument(_flag(f.name), dest=f.name, default=None, metavar="K,K,...",
                                 type=lambda s: tuple(int(k) for k in s.split(",") if k),

@@ -53,6 +53,10 @@ class RunConfig:
     scale_rewards: bool = _f(False, "GRPO: divide group-centred rewards by the group std.")
     kl_beta: float = _f(0.0, "KL penalty weight to the reference (adapter off), k3 estimator. "
                         "0 turns it off.")
+    rlcr_reward_to_go: bool = _f(True, "rlcr: credit the confidence tokens only with the Brier "
+                                 "term they can change (reward-to-go), not with correctness, "
+                                 "which is settled before they are written. Off: every token "
+                                 "gets the whole reward's advantage.")
     wr_lambda: float = _f(0.1, "w-reinforce: weight lambda on correct samples (wrong get -1).")
     rlsf_beta: float = _f(0.2, "rlsf: DPO beta.")
     rlsf_threshold: float = _f(0.9, "rlsf: a preferred trace needs answer-span confidence at "

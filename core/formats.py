@@ -19,6 +19,7 @@ class Parsed:
     answer: str | None  # None: the answer could not be read
     confidence: float | None  # verbalized q in [0, 1]; None when missing
     answer_span: tuple[int, int] | None  # character span of the answer in the completion
+    confidence_span: tuple[int, int] | None = None  # character span of the stated confidence
 
     @property
     def well_formed(self) -> bool:
@@ -55,13 +56,13 @@ class CompactFormat:
         return f"{example.answer};C{confidence_level}"
 
     def parse(self, completion: str) -> Parsed:
-        m = self._pattern.fullmatch(completion.strip())
+        m = self._pattern.fullmatch(completion)
         if m is None:
             # Keep a readable answer even when the confidence is missing or garbled.
             head = re.match(r"-?\d+", completion)
             return Parsed(head.group(0) if head else None, None,
                           (0, head.end()) if head else None)
-        return Parsed(m.group(1), level_to_confidence(int(m.group(2))), m.span(1))
+        return Parsed(m.group(1), level_to_confidence(int(m.group(2))), m.span(1), m.span(2))
 
 
 COMPACT = CompactFormat()

@@ -30,6 +30,7 @@ class RecipeBatch:
     group_size: int  # G
     ref_logprobs: torch.Tensor | None = None  # [B, T] adapter off; needed for KL and rlsf
     span_confidence: torch.Tensor | None = None  # [B] answer-span confidence; rlsf only
+    confidence_mask: torch.Tensor | None = None  # [B, T] 1 on the stated confidence's tokens
 
 
 @dataclass
@@ -63,11 +64,12 @@ def policy_gradient_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
                          clip_eps: float) -> torch.Tensor:
     """Token-mean of -min(rho A, clip(rho, 1-eps, 1+eps) A), rho = pi / pi_old.
 
+    `advantages` is per sample [B] or per token [B, T].
     PPO clip, Schulman et al. 2017, eq. 7. On the first pass over a batch rho = 1, and the
     gradient equals that of the plain token-mean of -A log pi (REINFORCE).
     """
     ratio = torch.exp(logprobs - old_logprobs)  # [B, T]
-    adv = advantages.unsqueeze(1)  # [B, 1]
+    adv = advantages if advantages.dim() == 2 else advantages.unsqueeze(1)  # [B, T] or [B, 1]
     per_token = -torch.minimum(ratio * adv, ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv)
     return masked_mean(per_token, mask)
 
@@ -86,6 +88,22 @@ def rlcr_reward(correct: torch.Tensor, confidence: torch.Tensor,
     """r = c - (q - c)^2, and -2 for a format failure (Damani et al. 2025, RLCR)."""
     brier = (torch.nan_to_num(confidence) - correct) ** 2  # [B]
     return torch.where(well_formed, correct - brier, torch.full_like(correct, RLCR_FORMAT_PENALTY))
+
+
+def confidence_token_advantages(correct: torch.Tensor, confidence: torch.Tensor,
+                                well_formed: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Advantage of the confidence tokens under reward-to-go: only the Brier term -(q - c)^2.
+
+    Correctness is settled before the confidence is written, so it is a valid,
+    action-independent baseline for those tokens (Williams 1992; "reward-to-go",
+    Sutton & Barto 2018 sec. 13.3): dropping it keeps the gradient unbiased and removes
+    most of its variance. Centred on the group mean over well-formed samples; 0 elsewhere.
+    """
+    brier = -(torch.nan_to_num(confidence) - correct) ** 2  # [B]
+    valid = well_formed.float().view(-1, group_size)  # [P, G]
+    groups = brier.view(-1, group_size)  # [P, G]
+    mean = (groups * valid).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)
+    return ((groups - mean) * valid).reshape(-1)  # [B]
 
 
 def signed_advantages(correct: torch.Tensor, positive: float, negative: float) -> torch.Tensor:
@@ -152,7 +170,12 @@ def binary(batch: RecipeBatch, config: RunConfig) -> RecipeResult:
 
 def rlcr(batch: RecipeBatch, config: RunConfig) -> RecipeResult:
     rewards = rlcr_reward(batch.correct, batch.confidence, batch.well_formed)  # [B]
-    adv = grpo_advantages(rewards, batch.group_size, config.scale_rewards)
+    adv = grpo_advantages(rewards, batch.group_size, config.scale_rewards)  # [B]
+    if config.rlcr_reward_to_go and batch.confidence_mask is not None:
+        conf_adv = confidence_token_advantages(batch.correct, batch.confidence,
+                                               batch.well_formed, batch.group_size)  # [B]
+        conf = batch.confidence_mask.bool()  # [B, T]
+        adv = torch.where(conf, conf_adv.unsqueeze(1), adv.unsqueeze(1))  # [B, T]
     ok = batch.well_formed
     brier = ((batch.confidence[ok] - batch.correct[ok]) ** 2).mean() if ok.any() else 0.0
     return _with_pg(batch, config, rewards, adv, {

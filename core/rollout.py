@@ -41,6 +41,7 @@ class Graded:
     confidence: torch.Tensor  # [B] verbalized q, NaN where missing
     well_formed: torch.Tensor  # [B] bool
     answer_mask: torch.Tensor  # [B, T] 1 on the answer's tokens
+    confidence_mask: torch.Tensor  # [B, T] 1 on the stated confidence's tokens
 
 
 @dataclass
@@ -94,14 +95,20 @@ def grade(rollout: Rollout, fmt: PromptFormat, task: Task,
     confidence = torch.tensor([p.confidence if p.confidence is not None else float("nan")
                                for p in parsed])
     well_formed = torch.tensor([p.well_formed for p in parsed])
-    spans = torch.tensor([p.answer_span or (0, 0) for p in parsed])  # [B, 2] characters
     ids = rollout.completion_ids.cpu()  # [B, T]
     piece = _piece_lengths(tokenizer)[ids] * rollout.completion_mask.cpu()  # [B, T]
     end = piece.cumsum(-1)  # [B, T] character offset after each token
     start = end - piece  # [B, T]
-    answer_mask = ((start < spans[:, 1:]) & (end > spans[:, :1]) & (piece > 0)).long()
+
+    def span_mask(spans: list[tuple[int, int] | None]) -> torch.Tensor:
+        """Tokens that overlap a character span of the completion text."""
+        s = torch.tensor([span or (0, 0) for span in spans])  # [B, 2]
+        mask = (start < s[:, 1:]) & (end > s[:, :1]) & (piece > 0)  # [B, T]
+        return mask.long().to(rollout.input_ids.device)
+
     return Graded([p.answer for p in parsed], correct, confidence, well_formed,
-                  answer_mask.to(rollout.input_ids.device))
+                  span_mask([p.answer_span for p in parsed]),
+                  span_mask([p.confidence_span for p in parsed]))
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -81,7 +81,8 @@ def train(config: RunConfig, writer: RunWriter,
                 logprobs=scores.logprobs, old_logprobs=old_logprobs,
                 mask=rollout.completion_mask.float(), correct=graded.correct,
                 confidence=graded.confidence, well_formed=graded.well_formed,
-                group_size=config.group_size, ref_logprobs=ref_logprobs, span_confidence=span)
+                group_size=config.group_size, ref_logprobs=ref_logprobs, span_confidence=span,
+                confidence_mask=graded.confidence_mask)
             result = recipe.fn(batch, config)
             if not torch.isfinite(result.loss):
                 raise TrainingError(f"the loss became {float(result.loss)} at step {step}: "

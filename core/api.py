@@ -1,0 +1,437 @@
+"""The app's one door into the engine: light (never imports torch), store-backed, forgiving.
+
+Pages import this module, `core.config`, `core.recipe_info` and `core.store`, nothing else
+from core. Everything here reads or writes the run folders on disk, so closing the browser
+or restarting the app loses nothing: a restarted app finds every run again.
+
+Tags live in a sidecar `tags.json` in the run folder, not in `status.json`: the training
+process rewrites `status.json` from its own copy, which would drop a tag written beside it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.config import ConfigError, RunConfig, build_config
+from core.store import RunRecord, RunStore, default_runs_dir, read_jsonl, split_metrics
+
+CLASSIC_RECIPES = ("binary", "rlcr", "psr", "nsr")
+CLASSIC_PREFIX = "classic-"
+CLASSIC_PRESET = "quick"
+TAGS_FILE = "tags.json"
+SIGNALS = ("verbalized", "answer_prob", "consistency")
+SIGNAL_LABELS = {"verbalized": "verbalized (stated q)", "answer_prob": "answer probability",
+                 "consistency": "consistency (agreement of n samples)"}
+
+
+# --- where runs live ---------------------------------------------------------------------
+
+def runs_dir() -> Path:
+    """The run store folder: $CALIBRATION_LAB_RUNS or ./runs (read on every call)."""
+    return default_runs_dir()
+
+
+def store(root: Path | str | None = None) -> RunStore:
+    return RunStore(root if root is not None else runs_dir())
+
+
+def _damaged(run_id: str, why: str) -> RunRecord:
+    return RunRecord(run_id, "damaged", {}, why, 0, 0, None, None)
+
+
+def _read_tags(path: Path) -> list[str] | None:
+    try:
+        tags = json.loads((path / TAGS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return [str(t) for t in tags] if isinstance(tags, list) else None
+
+
+def _load(s: RunStore, run_id: str, metrics: bool) -> RunRecord:
+    """store.load that never raises for a broken folder: it comes back as 'damaged'."""
+    try:
+        record = s.load(run_id, metrics=False)
+    except KeyError:
+        raise
+    except Exception as e:  # any unreadable shape is a damaged run, never a traceback
+        return _damaged(run_id, f"unreadable run folder ({type(e).__name__}: {e})")
+    if not isinstance(record.config, dict):
+        return _damaged(run_id, "config.json is not a settings object")
+    tags = _read_tags(s.path(run_id))
+    if tags is not None:
+        record.tags = tags
+    if metrics and record.status != "damaged":
+        try:
+            record.train, record.evals = _metrics(s.path(run_id) / "metrics.jsonl")
+        except Exception as e:
+            record.status = "damaged"
+            record.error = f"metrics.jsonl is unreadable ({type(e).__name__}: {e})"
+    return record
+
+
+# Parsed metrics, keyed by the file's identity: a live run re-reads only when it grew.
+_METRICS_CACHE: dict[str, tuple[tuple[int, int], tuple[list, list]]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return [], []
+    stamp = (st.st_mtime_ns, st.st_size)
+    key = str(path.resolve())
+    with _CACHE_LOCK:
+        hit = _METRICS_CACHE.get(key)
+    if hit and hit[0] == stamp:
+        return hit[1]
+    rows = [r for r in read_jsonl(path) if isinstance(r, dict) and "step" in r]
+    train, evals = split_metrics(rows)
+    evals = [e for e in evals if isinstance(e.get("calibration", {}), dict)]
+    with _CACHE_LOCK:
+        if len(_METRICS_CACHE) > 256:
+            _METRICS_CACHE.clear()
+        _METRICS_CACHE[key] = (stamp, (train, evals))
+    return train, evals
+
+
+def list_runs(root: Path | str | None = None) -> list[RunRecord]:
+    """Every run, newest first, without metrics; broken folders come back as 'damaged'."""
+    s = store(root)
+    out = []
+    for run_id in s.ids():
+        try:
+            out.append(_load(s, run_id, metrics=False))
+        except KeyError:  # deleted between listing and reading
+            continue
+    return out
+
+
+def load_run(run_id: str, root: Path | str | None = None) -> RunRecord | None:
+    """One run with its train and eval metrics; None if there is no such run."""
+    try:
+        return _load(store(root), run_id, metrics=True)
+    except KeyError:
+        return None
+
+
+def load_samples(run_id: str, root: Path | str | None = None) -> list[dict[str, Any]]:
+    """Kept completions (a few per evaluation); [] when none or unreadable."""
+    try:
+        rows = store(root).samples(run_id)
+    except (KeyError, OSError):
+        return []
+    return [r for r in rows if isinstance(r, dict) and "step" in r]
+
+
+# --- changing runs -----------------------------------------------------------------------
+
+def launch(config: RunConfig, root: Path | str | None = None) -> str:
+    """Start a background training process; returns the run id. Raises ModelError/ConfigError."""
+    from core.runner import launch as runner_launch  # torch-free; imported on first use
+
+    return runner_launch(config, root if root is not None else runs_dir())
+
+
+def stop(run_id: str, root: Path | str | None = None) -> bool:
+    from core.runner import stop as runner_stop
+
+    try:
+        return runner_stop(run_id, root if root is not None else runs_dir())
+    except (KeyError, ProcessLookupError, PermissionError):
+        return False
+
+
+def delete(run_id: str, root: Path | str | None = None) -> None:
+    """Remove a run folder. A running run must be stopped first (ValueError)."""
+    s = store(root)
+    record = _load(s, run_id, metrics=False)
+    if record.status == "running":
+        raise ValueError(f"run {run_id} is still running: stop it first")
+    s.delete(run_id)
+    with _CACHE_LOCK:
+        _METRICS_CACHE.pop(str((s.path(run_id) / "metrics.jsonl").resolve()), None)
+
+
+def clean_tags(tags: list[str] | str) -> list[str]:
+    """Tags from a list or a comma-separated string: stripped, deduplicated, in order."""
+    if isinstance(tags, str):
+        tags = tags.split(",")
+    out: list[str] = []
+    for t in tags:
+        t = " ".join(str(t).split())
+        if t and t not in out:
+            out.append(t[:64])
+    return out
+
+
+def set_tags(run_id: str, tags: list[str] | str, root: Path | str | None = None) -> list[str]:
+    path = store(root).path(run_id)
+    if not path.is_dir():
+        raise KeyError(f"no run {run_id!r}")
+    cleaned = clean_tags(tags)
+    tmp = path / f".{TAGS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(cleaned))
+    os.replace(tmp, path / TAGS_FILE)
+    return cleaned
+
+
+def add_tag(run_id: str, tag: str, root: Path | str | None = None) -> list[str]:
+    record = _load(store(root), run_id, metrics=False)
+    return set_tags(run_id, [*record.tags, tag], root)
+
+
+def export_zip(run_id: str, root: Path | str | None = None) -> bytes:
+    """The run folder as a zip (files under `<run_id>/`)."""
+    path = store(root).path(run_id)
+    if not path.is_dir():
+        raise KeyError(f"no run {run_id!r}")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(path.rglob("*")):
+            if f.is_file() and not f.name.endswith(".tmp"):
+                zf.write(f, f"{run_id}/{f.relative_to(path)}")
+    return buf.getvalue()
+
+
+# --- configs -----------------------------------------------------------------------------
+
+def check_config(values: dict[str, Any], preset: str | None = None,
+                 device: DeviceInfo | None = None) -> tuple[RunConfig | None, list[str]]:
+    """A config from form values, or the problems, each in plain words (never raises)."""
+    from core.model_source import ModelError, check_model
+    from core.tasks import get_task
+
+    try:
+        config = build_config(preset, **values)
+    except ConfigError as e:
+        return None, [p.strip() for p in str(e).split(";") if p.strip()]
+    except (TypeError, ValueError) as e:
+        return None, [str(e)]
+    problems = []
+    try:
+        check_model(config.model)
+    except ModelError as e:
+        problems.append(str(e))
+    try:
+        get_task(config.task)
+    except (KeyError, ValueError) as e:
+        problems.append(str(e.args[0]) if e.args else f"unknown task {config.task!r}")
+    if config.device == "cuda" and device is not None and device.known and not device.cuda:
+        problems.append("device cuda was chosen but no CUDA GPU was detected: choose auto or cpu")
+    return (None, problems) if problems else (config, [])
+
+
+# --- the classic comparison --------------------------------------------------------------
+
+def classic_tag(now: float | None = None) -> str:
+    return CLASSIC_PREFIX + time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+
+
+def launch_classic(root: Path | str | None = None, now: float | None = None,
+                   **overrides: Any) -> tuple[str, list[str]]:
+    """binary, rlcr, psr and nsr on the embedded model with the quick preset, tagged as one
+    group. CPU threads are shared out so four runs do not fight over the cores."""
+    tag = classic_tag(now)
+    threads = max(1, (os.cpu_count() or 1) // len(CLASSIC_RECIPES))
+    ids = []
+    for recipe in CLASSIC_RECIPES:
+        config = build_config(CLASSIC_PRESET, recipe=recipe, threads=threads, **overrides)
+        run_id = launch(config, root)
+        set_tags(run_id, [tag], root)
+        ids.append(run_id)
+    return tag, ids
+
+
+def groups(runs: list[RunRecord], prefix: str = CLASSIC_PREFIX) -> dict[str, list[str]]:
+    """Tag -> run ids (oldest first) for tags with `prefix`, newest group first."""
+    out: dict[str, list[str]] = {}
+    for r in sorted(runs, key=lambda r: r.id):
+        for t in r.tags:
+            if t.startswith(prefix):
+                out.setdefault(t, []).append(r.id)
+    return dict(sorted(out.items(), reverse=True))
+
+
+def latest_classic(runs: list[RunRecord]) -> tuple[str | None, list[str]]:
+    g = groups(runs)
+    if not g:
+        return None, []
+    tag = next(iter(g))
+    return tag, g[tag]
+
+
+# --- time --------------------------------------------------------------------------------
+
+# Costs measured on the 2-core development machine with the embedded model (CPU), used
+# until this store has finished runs to learn from.
+DEFAULT_COSTS = {"startup": 8.0, "train_sample": 0.09, "eval_sample": 0.045}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float
+    basis: str  # in words: where the figure comes from
+
+
+def n_evals(config: RunConfig) -> int:
+    if config.no_eval:
+        return 0
+    if config.steps == 0:
+        return 1
+    middle = (config.steps - 1) // config.eval_every if config.eval_every else 0
+    return 2 + middle
+
+
+def _eval_samples(c: dict[str, Any]) -> int:
+    return int(c.get("eval_prompts", 1)) * (int(c.get("eval_samples", 1)) + 1)
+
+
+def learned_costs(runs: list[RunRecord], model: str, root: Path | str | None = None,
+                  limit: int = 8) -> tuple[dict[str, float], int]:
+    """Per-sample train and eval seconds from recent finished runs of the same model."""
+    train, evals, used = [], [], 0
+    s = store(root)
+    for r in runs:
+        if used >= limit:
+            break
+        if r.status != "finished" or r.config.get("model") != model:
+            continue
+        try:
+            tr, ev = _metrics(s.path(r.id) / "metrics.jsonl")
+        except Exception:
+            continue
+        per_step = int(r.config.get("prompts_per_step", 1)) * int(r.config.get("group_size", 1))
+        secs = [t["seconds"] for t in tr if isinstance(t.get("seconds"), int | float)]
+        if secs:
+            train.append(statistics.median(secs) / max(1, per_step))
+        esecs = [e["seconds"] for e in ev if isinstance(e.get("seconds"), int | float)]
+        if esecs:
+            evals.append(statistics.median(esecs) / max(1, _eval_samples(r.config)))
+        used += 1
+    costs = dict(DEFAULT_COSTS)
+    if train:
+        costs["train_sample"] = statistics.median(train)
+    if evals:
+        costs["eval_sample"] = statistics.median(evals)
+    return costs, used
+
+
+def estimate(config: RunConfig, runs: list[RunRecord] | None = None,
+             root: Path | str | None = None) -> Estimate:
+    """Rough wall time of a run alone on this machine."""
+    runs = list_runs(root) if runs is None else runs
+    costs, used = learned_costs(runs, config.model, root)
+    secs = (costs["startup"]
+            + config.steps * config.inner_epochs * config.prompts_per_step * config.group_size
+            * costs["train_sample"]
+            + n_evals(config) * _eval_samples(config.to_dict()) * costs["eval_sample"])
+    if used:
+        basis = f"from {used} finished run{'s' * (used > 1)} of this model on this machine"
+    else:
+        basis = "a rough guess for the embedded model on 2 CPU cores (no finished runs yet)"
+    if config.model != "embedded" and not used:
+        basis = "a rough guess: larger models take much longer"
+    return Estimate(secs, basis)
+
+
+def eta(record: RunRecord, now: float | None = None) -> float | None:
+    """Seconds left for a running run, from its own step and evaluation times so far."""
+    if record.status != "running":
+        return None
+    c = record.config
+    steps = int(c.get("steps", record.total_steps) or 0)
+    secs = [t["seconds"] for t in record.train if isinstance(t.get("seconds"), int | float)]
+    esecs = [e["seconds"] for e in record.evals if isinstance(e.get("seconds"), int | float)]
+    if not secs and not esecs:
+        return None
+    per_step = statistics.median(secs) if secs else DEFAULT_COSTS["train_sample"] * int(
+        c.get("prompts_per_step", 1)) * int(c.get("group_size", 1))
+    per_eval = statistics.median(esecs) if esecs else 0.0
+    try:
+        total_evals = n_evals(RunConfig.from_dict(c))
+    except (ConfigError, TypeError, ValueError):
+        total_evals = len(record.evals)
+    left = (max(0, steps - record.step) * per_step
+            + max(0, total_evals - len(record.evals)) * per_eval)
+    return left
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "unknown"
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+# --- the device, detected once in a subprocess (the app never imports torch) -------------
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    known: bool  # False while the probe is running or when it failed
+    cuda: bool = False
+    name: str = ""
+    detail: str = ""
+
+    @property
+    def auto(self) -> str:
+        return "cuda" if self.cuda else "cpu"
+
+    def describe(self) -> str:
+        if not self.known:
+            return self.detail or "detecting…"
+        if self.cuda:
+            return f"CUDA GPU: {self.name}"
+        return f"CPU only ({os.cpu_count()} cores)"
+
+
+_PROBE = ("import json, torch; c = torch.cuda.is_available(); "
+          "print(json.dumps({'cuda': c, 'name': torch.cuda.get_device_name(0) if c else ''}))")
+_device: DeviceInfo | None = None
+_device_thread: threading.Thread | None = None
+_device_lock = threading.Lock()
+
+
+def _probe() -> None:
+    global _device
+    try:
+        out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+        d = json.loads(out.strip().splitlines()[-1])
+        info = DeviceInfo(True, bool(d["cuda"]), str(d["name"]))
+    except Exception as e:  # no torch, a broken CUDA install, a timeout: say so, go on
+        info = DeviceInfo(False, detail=f"could not detect ({type(e).__name__}); auto decides "
+                          "when the run starts")
+    _device = info
+
+
+def detected_device(wait: float = 0.0) -> DeviceInfo:
+    """What `auto` will pick. The first call starts a background probe; until it answers
+    this returns DeviceInfo(known=False). `wait` seconds to block for the answer."""
+    global _device_thread
+    if _device is not None:
+        return _device
+    with _device_lock:
+        if _device_thread is None:
+            _device_thread = threading.Thread(target=_probe, daemon=True, name="device-probe")
+            _device_thread.start()
+    if wait > 0:
+        _device_thread.join(wait)
+    return _device or DeviceInfo(False)
+
