@@ -1,0 +1,126 @@
+"""Compare: runs side by side. Any metric over steps, final Pass@k and reliability, and a
+start -> end summary with a CSV download. Defaults to the latest classic comparison."""
+
+import pandas as pd
+import streamlit as st
+
+from core import api
+from ui import charts, common
+
+st.title("⚖️ Compare runs")
+runs = api.list_runs()
+if not runs:
+    st.info("No runs yet: start the classic comparison on Home.")
+    st.stop()
+by_id = {r.id: r for r in runs}
+groups = api.groups(runs, prefix="")
+
+
+def pick_group() -> None:
+    tag = st.session_state["compare_group"]
+    if tag in groups:
+        st.session_state["compare_runs"] = groups[tag]
+
+
+# Which runs: ?runs=a,b or ?group=tag in the address, else the last choice, else the latest
+# classic comparison, else the newest four runs.
+if "compare_runs" not in st.session_state:
+    q_runs = [i for i in st.query_params.get("runs", "").split(",") if i in by_id]
+    q_group = st.query_params.get("group")
+    latest_tag, latest_ids = api.latest_classic(runs)
+    if q_runs:
+        chosen = q_runs
+    elif q_group in groups:
+        chosen = groups[q_group]
+    elif [i for i in st.session_state.get("compare_ids", []) if i in by_id]:
+        chosen = [i for i in st.session_state["compare_ids"] if i in by_id]
+    elif latest_ids:
+        chosen = latest_ids
+    else:
+        chosen = [r.id for r in runs[:4]]
+    st.session_state["compare_runs"] = chosen
+    st.session_state["compare_group"] = q_group if q_group in groups else (
+        latest_tag if chosen == latest_ids else None)
+
+g1, g2 = st.columns([1, 3])
+g1.selectbox("Group (tag)", list(groups), key="compare_group", on_change=pick_group,
+             index=None, placeholder="choose a tagged group",
+             help="Runs launched together share a tag, e.g. classic-<time>.")
+g2.multiselect("Runs", list(by_id), key="compare_runs", format_func=lambda i:
+               common.run_label(by_id[i]))
+ids = [i for i in st.session_state["compare_runs"] if i in by_id]
+st.session_state["compare_ids"] = ids
+if not ids:
+    st.info("Pick at least one run.")
+    st.stop()
+any_running = any(by_id[i].status == "running" for i in ids)
+
+
+@st.fragment(run_every=common.REFRESH_SECONDS * 2 if any_running else None)
+def comparison() -> None:
+    records = [r for r in (api.load_run(i) for i in ids) if r is not None]
+    names = [common.short_label(r) for r in records]
+    colors = charts.colors_for(names, [common.recipe_of(r) for r in records])
+    status = " · ".join(f"{n}: {common.status_text(r.status)} {r.step}/{r.total_steps}"
+                        for n, r in zip(names, records, strict=True))
+    st.caption(status + (" — updating live" if any_running else ""))
+    for r in records:
+        if r.status in ("failed", "damaged"):
+            st.warning(f"{common.short_label(r)}: {common.plain_error(r)}")
+
+    catalogue = common.metric_catalogue(records)
+    labels = list(catalogue)
+    c1, c2 = st.columns([2, 1])
+    metric = c1.selectbox("Metric over steps", labels, key="compare_metric",
+                          index=labels.index("ECE — verbalized") if "ECE — verbalized"
+                          in labels else 0)
+    signal = c2.selectbox("Confidence signal (reliability)", api.SIGNALS, key="compare_signal",
+                          format_func=api.SIGNAL_LABELS.get)
+    source, key = catalogue[metric]
+    series = [charts.Series(n, *charts.column(r.evals if source == "eval" else r.train, key),
+                            color=col, mode="lines+markers" if source == "eval" else "lines")
+              for n, r, col in zip(names, records, colors, strict=True)]
+    st.plotly_chart(charts.lines(series, metric, y_title=metric), key="compare_chart_metric")
+
+    p1, p2 = st.columns(2)
+    p1.plotly_chart(charts.pass_at_k(
+        [(n, r.evals[-1].get("pass_at_k") if r.evals else None, col, "solid")
+         for n, r, col in zip(names, records, colors, strict=True)],
+        "Pass@k at each run's last evaluation"), key="compare_chart_passk")
+    p2.plotly_chart(charts.reliability(
+        [(n, r.evals[-1] if r.evals else None, col)
+         for n, r, col in zip(names, records, colors, strict=True)], signal,
+        "Reliability at each run's last evaluation"), key="compare_chart_rel")
+
+    st.subheader("Start → end")
+    summary = [("accuracy", "accuracy"), ("greedy accuracy", "greedy_accuracy")]
+    ks = sorted({int(k) for r in records for e in r.evals[-1:] for k in e.get("pass_at_k", {})})
+    if ks:
+        summary += [("Pass@1", "pass_at_k/1"), (f"Pass@{ks[-1]}", f"pass_at_k/{ks[-1]}")]
+    summary += [(f"{lab} ({api.SIGNAL_LABELS[signal].split(' (')[0]})",
+                 f"calibration/{signal}/{k}")
+                for lab, k in (("ECE", "ece"), ("Brier", "brier"), ("AUROC", "auroc"),
+                               ("mean confidence", "mean_confidence"))]
+    long_rows, shown = [], {}
+    for n, r in zip(names, records, strict=True):
+        first, last = (r.evals[0], r.evals[-1]) if r.evals else (None, None)
+        col = {}
+        for label, k in summary:
+            a, b = common.nested(first, k), common.nested(last, k)
+            num = isinstance(a, int | float) and isinstance(b, int | float)
+            long_rows.append({"run": r.id, "recipe": common.recipe_of(r), "metric": label,
+                              "start_step": (first or {}).get("step"),
+                              "end_step": (last or {}).get("step"), "start": a, "end": b,
+                              "delta": b - a if num else None})
+            col[label] = (f"{common.fmt_num(a)} → {common.fmt_num(b)}"
+                          + (f" ({b - a:+.3f})" if num else ""))
+        shown[n] = col
+    st.dataframe(pd.DataFrame(shown), key="compare_table")
+    st.caption("Each cell: first evaluation → last evaluation (change). Lower ECE and Brier "
+               "are better; AUROC 0.5 means the confidence cannot tell right from wrong.")
+    csv = pd.DataFrame(long_rows).to_csv(index=False)
+    st.download_button("Download the summary (CSV)", csv, file_name="comparison.csv",
+                       mime="text/csv", key="compare_csv")
+
+
+comparison()

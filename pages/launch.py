@@ -1,0 +1,141 @@
+"""Launch: choose a model, task, recipe and settings; check them; start a background run."""
+
+import dataclasses
+
+import streamlit as st
+
+from core import api
+from core.config import DEVICES, EMBEDDED_MODEL, FIELDS, PRESETS, RECIPE_NAMES, help_text
+from core.recipe_info import RECIPE_INFO
+from ui import common
+
+FORM_FIELDS = ("task", "recipe", "seed", "steps", "prompts_per_step", "group_size", "lr",
+               "lora_rank", "kl_beta", "temperature", "eval_every", "eval_prompts",
+               "eval_samples", "wr_lambda", "rlsf_beta", "rlsf_threshold", "rlsf_signal",
+               "device")
+TASKS = {"add": "add — 2-3 digit addition (easier)",
+         "mix": "mix — 3-4 digit addition and subtraction (harder)"}
+
+
+def defaults(preset: str) -> dict:
+    values = {f: FIELDS[f].default for f in FORM_FIELDS}
+    values.update({k: v for k, v in PRESETS.get(preset, {}).items() if k in values})
+    return {f: float(v) if isinstance(FIELDS[f].default, float) else v
+            for f, v in values.items()}
+
+
+def apply_preset() -> None:
+    for f, v in defaults(st.session_state["launch_preset"]).items():
+        st.session_state[f"launch_{f}"] = v
+
+
+if "launch_steps" not in st.session_state:  # first visit, or back from another page
+    saved = st.session_state.get("saved_launch_form")
+    if saved:
+        st.session_state.update(saved)
+    else:
+        st.session_state["launch_preset"] = "quick"
+        apply_preset()
+
+st.title("🚀 Launch a run")
+st.caption("Every setting is checked before anything starts. Hover the ⓘ for what it does.")
+device = api.detected_device()
+
+st.selectbox("Start from", [*PRESETS, "defaults"], key="launch_preset", on_change=apply_preset,
+             help="Fills the settings below: quick = 100 steps (minutes), smoke = 4 tiny "
+                  "steps (seconds), defaults = RunConfig's own defaults.")
+
+st.subheader("What to train")
+c1, c2, c3 = st.columns(3)
+model_kind = c1.selectbox("Model", ["embedded (tiny-arith)", "other: folder or hub id"],
+                          key="launch_model_kind", help=help_text("model"))
+model = EMBEDDED_MODEL
+if model_kind.startswith("other"):
+    model = c1.text_input("Model folder or hub id", key="launch_model_path",
+                          placeholder="/path/to/model or Qwen/Qwen2.5-0.5B-Instruct").strip()
+c2.selectbox("Task and difficulty", list(TASKS), format_func=TASKS.get, key="launch_task",
+             help=help_text("task"))
+recipe = c3.selectbox("Recipe", RECIPE_NAMES, key="launch_recipe", help=help_text("recipe"))
+c3.caption(RECIPE_INFO[recipe].summary)
+st.latex(RECIPE_INFO[recipe].formula)
+
+if recipe == "w-reinforce":
+    st.number_input("λ (weight on correct samples)", key="launch_wr_lambda", step=0.05,
+                    help=help_text("wr_lambda"))
+if recipe == "rlsf":
+    r1, r2, r3 = st.columns(3)
+    r1.number_input("DPO β", key="launch_rlsf_beta", step=0.05, help=help_text("rlsf_beta"))
+    r2.number_input("Confidence threshold τ", key="launch_rlsf_threshold", step=0.05,
+                    help=help_text("rlsf_threshold"))
+    r3.selectbox("Answer-span confidence", ["disparity", "mean_prob"], key="launch_rlsf_signal",
+                 help=help_text("rlsf_signal"))
+
+st.subheader("Training")
+t1, t2, t3, t4 = st.columns(4)
+t1.number_input("Steps", key="launch_steps", min_value=0, step=10, help=help_text("steps"))
+t2.number_input("Prompts per step", key="launch_prompts_per_step", min_value=1,
+                help=help_text("prompts_per_step"))
+t3.number_input("G (group size)", key="launch_group_size", min_value=1,
+                help=help_text("group_size"))
+t4.number_input("Seed", key="launch_seed", min_value=0, help=help_text("seed"))
+t1.number_input("Learning rate", key="launch_lr", min_value=0.0, step=1e-4, format="%.1e",
+                help=help_text("lr"))
+t2.number_input("LoRA rank", key="launch_lora_rank", min_value=1, help=help_text("lora_rank"))
+t3.number_input("KL β", key="launch_kl_beta", min_value=0.0, step=0.01, format="%.3f",
+                help=help_text("kl_beta"))
+t4.number_input("Temperature", key="launch_temperature", min_value=0.0, step=0.1,
+                help=help_text("temperature"))
+
+st.subheader("Evaluation")
+e1, e2, e3, e4 = st.columns(4)
+e1.number_input("Evaluate every (steps)", key="launch_eval_every", min_value=0,
+                help=help_text("eval_every"))
+e2.number_input("Eval prompts", key="launch_eval_prompts", min_value=1,
+                help=help_text("eval_prompts"))
+e3.number_input("n (samples per prompt)", key="launch_eval_samples", min_value=1,
+                help=help_text("eval_samples"))
+pass_k_text = e4.text_input("Pass@k values", key="launch_pass_k", placeholder="1, 2, 4, … ≤ n",
+                            help=help_text("pass_k"))
+
+st.subheader("Machine")
+st.radio("Device", DEVICES, key="launch_device", horizontal=True, help=help_text("device"))
+st.caption(f"Detected: {device.describe()}" + (f" → auto uses **{device.auto}**"
+                                                 if device.known else ""))
+
+values = {f: st.session_state[f"launch_{f}"] for f in FORM_FIELDS}
+values["model"] = model
+problems = []
+try:
+    values["pass_k"] = tuple(int(k) for k in pass_k_text.replace(" ", "").split(",") if k)
+except ValueError:
+    problems.append(f"Pass@k values must be whole numbers separated by commas, got "
+                    f"{pass_k_text!r}")
+if not model:
+    problems.append("give a model folder or hub id, or choose the embedded model")
+config = None
+if not problems:
+    config, problems = api.check_config(values, device=device)
+
+st.session_state["saved_launch_form"] = {k: v for k, v in st.session_state.items()
+                                   if k.startswith("launch_") and k != "launch_go"}
+st.divider()
+runs = api.list_runs()
+if problems:
+    st.error("Fix these before launching:\n\n" + "\n".join(f"- {p}" for p in problems))
+else:
+    est = api.estimate(config, runs)
+    st.info(f"Estimated run time: about **{api.fmt_duration(est.seconds)}** alone on this "
+            f"machine ({est.basis}). {api.n_evals(config)} evaluations of "
+            f"{config.eval_prompts} prompts × n = {config.eval_samples}.")
+running = [r for r in runs if r.status == "running"]
+if len(running) >= 2:
+    st.warning(f"{len(running)} runs are training now; another one will slow them all down.")
+if st.button("Launch", type="primary", disabled=bool(problems), key="launch_go"):
+    try:
+        run_id = api.launch(config)
+    except Exception as e:  # the runner's own checks, a full disk: plain words, no traceback
+        st.error(f"Could not start the run: {e}")
+    else:
+        common.open_run(run_id)
+with st.expander("All settings of this run (config.json)"):
+    st.json(dataclasses.asdict(config) if config else {"problems": problems}, expanded=False)

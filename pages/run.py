@@ -1,0 +1,141 @@
+"""Run: one run, live. Status, progress, stop; curves, histograms, reliability, Pass@k;
+the completions it kept. While the run trains, only the live fragment refreshes."""
+
+import pandas as pd
+import streamlit as st
+
+from core import api
+from ui import charts, common
+
+runs = api.list_runs()
+if not runs:
+    st.title("📈 Run")
+    st.info("No runs yet: start one on the Launch page or the classic comparison on Home.")
+    st.stop()
+
+ids = [r.id for r in runs]
+by_id = {r.id: r for r in runs}
+wanted = common.query_run_id()
+if wanted not in by_id:
+    if wanted:
+        st.warning(f"There is no run {wanted!r} (deleted?). Showing the latest run.")
+    wanted = ids[0]
+run_id = st.selectbox("Run", ids, index=ids.index(wanted), key="run_pick",
+                      format_func=lambda i: common.run_label(by_id[i]))
+if run_id != st.query_params.get("run"):
+    st.query_params["run"] = run_id
+st.session_state["run_id"] = run_id
+page_status = by_id[run_id].status
+
+
+@st.fragment(run_every=common.REFRESH_SECONDS if page_status == "running" else None)
+def live() -> None:
+    r = api.load_run(run_id)
+    if r is None:
+        st.warning("This run was deleted.")
+        return
+    if r.status != page_status:  # it just ended: one full rerun turns the polling off
+        st.rerun()
+    st.title(f"📈 {common.recipe_of(r)} · seed {r.config.get('seed', '?')}")
+    st.caption(f"Run `{r.id}` · task {r.config.get('task', '?')} · model "
+               f"{r.config.get('model', '?')} · tags: {', '.join(r.tags) or 'none'}")
+
+    top1, top2 = st.columns([4, 1])
+    total = max(1, r.total_steps)
+    eta = api.eta(r)
+    done = f"step {r.step} / {r.total_steps}"
+    if r.status == "running":
+        done += f" · about {api.fmt_duration(eta)} left" if eta is not None else " · starting…"
+    top1.markdown(f"**Status: {common.status_text(r.status)}** · {done}")
+    top1.progress(min(1.0, r.step / total), text=done)
+    stop_help = "Stops after the current step; what was logged so far stays."
+    if r.status == "running" and top2.button("■ Stop", key="run_stop", help=stop_help):
+        st.toast("Stopping after the current step…" if api.stop(r.id) else "It already ended.")
+    if r.status in ("failed", "damaged"):
+        st.error(common.plain_error(r))
+    elif r.status == "stopped":
+        st.info(f"This run was stopped at step {r.step} of {r.total_steps}.")
+    if not r.train and not r.evals:
+        st.info("Nothing logged yet: the model is loading and the step-0 evaluation is "
+                "running. This page follows the run by itself.")
+        return
+
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.reward(r.train), key="run_chart_reward")
+    c2.plotly_chart(charts.accuracy(r.train, r.evals), key="run_chart_accuracy")
+    if not r.evals:
+        st.info("No evaluation yet: histograms, reliability and Pass@k appear after the first.")
+        return
+
+    st.subheader("Confidence and calibration")
+    steps = [e["step"] for e in r.evals]
+    # Follow the newest evaluation unless the user moved the slider back.
+    last = st.session_state.get("run_last_eval")
+    if st.session_state.get("run_step") not in steps or st.session_state.get("run_step") == last:
+        st.session_state["run_step"] = steps[-1]
+    st.session_state["run_last_eval"] = steps[-1]
+    s1, s2 = st.columns([1, 2])
+    signal = s1.selectbox("Confidence signal", api.SIGNALS, key="run_signal",
+                          format_func=api.SIGNAL_LABELS.get,
+                          help="verbalized: the q the model writes; answer probability: "
+                               "π(answer span); consistency: share of the n samples giving "
+                               "this answer.")
+    if len(steps) > 1:
+        step = s2.select_slider("Evaluation step", steps, key="run_step")
+    else:
+        step = steps[0]
+        s2.caption(f"One evaluation so far, at step {step}.")
+    ev = next(e for e in r.evals if e["step"] == step)
+    h1, h2 = st.columns(2)
+    h1.plotly_chart(charts.confidence_histogram(ev, signal), key="run_chart_hist")
+    h2.plotly_chart(charts.reliability([(f"step {step}", ev, "#1f77b4")], signal,
+                                       f"Reliability at step {step}"), key="run_chart_rel")
+    cal = (ev.get("calibration") or {}).get(signal) or {}
+    m = st.columns(5)
+    m[0].metric("ECE", common.fmt_num(cal.get("ece")))
+    m[1].metric("Brier", common.fmt_num(cal.get("brier")))
+    m[2].metric("AUROC", common.fmt_num(cal.get("auroc")))
+    m[3].metric("mean confidence", common.fmt_num(cal.get("mean_confidence")))
+    m[4].metric("accuracy", common.fmt_num(ev.get("accuracy")))
+
+    p1, p2 = st.columns(2)
+    default_k = sorted({steps[0], steps[-1]})
+    chosen = p1.multiselect("Pass@k at steps", steps, default=default_k, key="run_pk_steps")
+    palette = charts.PALETTE
+    p1.plotly_chart(charts.pass_at_k(
+        [(f"step {e['step']}", e.get("pass_at_k"), palette[i % len(palette)], "solid")
+         for i, e in enumerate(r.evals) if e["step"] in chosen]), key="run_chart_passk")
+    p2.plotly_chart(charts.calibration_over_steps(r.evals, signal), key="run_chart_cal")
+
+    st.subheader("Completions")
+    samples = api.load_samples(r.id)
+    if not samples:
+        st.caption("This run kept no completions.")
+        return
+    f1, f2, f3 = st.columns(3)
+    sample_steps = sorted({s["step"] for s in samples})
+    at = f1.selectbox("At step", ["all", *sample_steps], index=len(sample_steps),
+                      key="run_samples_step")
+    outcome = f2.radio("Outcome", ["all", "wrong", "right"], horizontal=True,
+                       key="run_samples_outcome")
+    text = f3.text_input("Prompt contains", key="run_samples_text")
+    key = f"confidence/{signal}"
+    rows = [s for s in samples if (at == "all" or s["step"] == at)
+            and (outcome == "all" or bool(s.get("correct")) == (outcome == "right"))
+            and text in str(s.get("prompt", ""))]
+    # Confident and wrong first: wrong before right, then by falling confidence.
+    rows.sort(key=lambda s: (bool(s.get("correct")), -(s.get(key) or 0.0)))
+    table = pd.DataFrame([{"step": s["step"], "prompt": s.get("prompt"),
+                           "completion": s.get("completion"), "answer": s.get("answer"),
+                           "target": s.get("target"), "correct": bool(s.get("correct")),
+                           "verbalized q": s.get("confidence/verbalized"),
+                           "answer prob.": s.get("confidence/answer_prob"),
+                           "consistency": s.get("confidence/consistency")} for s in rows[:500]])
+    st.caption(f"{len(rows)} completions; confident and wrong first "
+               f"(sorted by {api.SIGNAL_LABELS[signal]}).")
+    st.dataframe(table, hide_index=True, key="run_samples_table",
+                 column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                for c in ("verbalized q", "answer prob.", "consistency")})
+
+
+live()

@@ -1,0 +1,174 @@
+"""Every chart of the app, in one place: plain functions from run data to Plotly figures.
+
+Pages never build figures themselves; they call these. Inputs are the store's shapes
+(train rows, eval entries) or simple (name, x, y) series, so any page can reuse a chart.
+Missing values (None) are skipped, never plotted as zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import plotly.graph_objects as go
+
+HEIGHT = 320
+RECIPE_COLORS = {"binary": "#d62728", "rlcr": "#2ca02c", "psr": "#1f77b4", "nsr": "#9467bd",
+                 "w-reinforce": "#ff7f0e", "rlsf": "#8c564b"}
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+CORRECT_COLOR = "#2ca02c"
+WRONG_COLOR = "#d62728"
+DASHES = ("solid", "dash", "dot", "dashdot")
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    x: Sequence[Any]
+    y: Sequence[Any]
+    color: str | None = None
+    dash: str = "solid"
+    mode: str = "lines+markers"
+
+
+def colors_for(names: Sequence[str], recipes: Sequence[str | None]) -> list[str]:
+    """One color per run: the recipe's color, or the palette once a recipe repeats."""
+    if len(set(recipes)) == len(recipes) and all(r in RECIPE_COLORS for r in recipes):
+        return [RECIPE_COLORS[r] for r in recipes]  # type: ignore[index]
+    return [PALETTE[i % len(PALETTE)] for i in range(len(names))]
+
+
+def _layout(fig: go.Figure, title: str, x_title: str, y_title: str,
+            y_range: Sequence[float] | None = None, height: int = HEIGHT) -> go.Figure:
+    fig.update_layout(title={"text": title, "font": {"size": 15}}, height=height,
+                      margin={"l": 10, "r": 10, "t": 60, "b": 10},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
+                      hovermode="closest")
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title)
+    if y_range is not None:
+        fig.update_yaxes(range=list(y_range))
+    return fig
+
+
+def _clean(x: Sequence[Any], y: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    pts = [(a, b) for a, b in zip(x, y, strict=False)
+           if a is not None and isinstance(b, int | float) and not isinstance(b, bool)]
+    return [a for a, _ in pts], [b for _, b in pts]
+
+
+def lines(series: Sequence[Series], title: str, x_title: str = "step", y_title: str = "",
+          y_range: Sequence[float] | None = None) -> go.Figure:
+    """Any metric over steps, one line per series (runs, or metrics of one run)."""
+    fig = go.Figure()
+    for s in series:
+        x, y = _clean(s.x, s.y)
+        fig.add_trace(go.Scatter(x=x, y=y, name=s.name, mode=s.mode,
+                                 line={"color": s.color, "dash": s.dash}, marker={"size": 6}))
+    return _layout(fig, title, x_title, y_title, y_range)
+
+
+def column(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[Any], list[Any]]:
+    """(steps, values) of one flat key in train rows or a nested 'a/b' key in eval entries."""
+    xs, ys = [], []
+    for r in rows:
+        v: Any = r
+        for part in key.split("/") if key not in r else [key]:
+            v = v.get(part) if isinstance(v, dict) else None
+        xs.append(r.get("step"))
+        ys.append(v)
+    return _clean(xs, ys)
+
+
+def reward(train: Sequence[dict[str, Any]]) -> go.Figure:
+    """Mean training reward per step (the recipe's own signal)."""
+    x, y = column(train, "reward/mean")
+    return lines([Series("mean reward", x, y, "#1f77b4", mode="lines")],
+                 "Reward on training batches", y_title="reward")
+
+
+def accuracy(train: Sequence[dict[str, Any]], evals: Sequence[dict[str, Any]]) -> go.Figure:
+    """Training-batch accuracy per step, and held-out sampled and greedy accuracy."""
+    series = [Series("train batch (sampled)", *column(train, "accuracy"), "#aec7e8",
+                     mode="lines"),
+              Series("held-out, sampled (Pass@1)", *column(evals, "accuracy"), "#1f77b4"),
+              Series("held-out, greedy (T = 0)", *column(evals, "greedy_accuracy"), "#ff7f0e",
+                     dash="dash")]
+    return lines(series, "Accuracy", y_title="accuracy", y_range=(0, 1.02))
+
+
+def _bin_labels(n: int) -> list[str]:
+    return [f"{i / n:.1f}–{(i + 1) / n:.1f}" for i in range(n)]
+
+
+def confidence_histogram(ev: dict[str, Any] | None, signal: str, label: str = "") -> go.Figure:
+    """Counts per confidence bin at one evaluation, correct and wrong stacked."""
+    cal = ((ev or {}).get("calibration") or {}).get(signal) or {}
+    right = list(cal.get("hist_correct") or [])
+    wrong = list(cal.get("hist_incorrect") or [])
+    n = max(len(right), len(wrong), 10)
+    right += [0] * (n - len(right))
+    wrong += [0] * (n - len(wrong))
+    labels = _bin_labels(n)
+    fig = go.Figure([go.Bar(x=labels, y=right, name="correct", marker_color=CORRECT_COLOR),
+                     go.Bar(x=labels, y=wrong, name="wrong", marker_color=WRONG_COLOR)])
+    fig.update_layout(barmode="stack", bargap=0.05)
+    step = (ev or {}).get("step", "?")
+    return _layout(fig, f"Confidence histogram at step {step}{label}", "confidence",
+                   "samples")
+
+
+def reliability(items: Sequence[tuple[str, dict[str, Any] | None, str | None]],
+                signal: str, title: str = "Reliability diagram") -> go.Figure:
+    """Accuracy against mean confidence per bin, for one or more evaluations, with the
+    diagonal a calibrated model would follow. Marker size grows with the bin's count."""
+    fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
+                                line={"color": "#999999", "dash": "dash"})])
+    for name, ev, color in items:
+        cal = ((ev or {}).get("calibration") or {}).get(signal) or {}
+        bins = [b for b in cal.get("reliability") or []
+                if isinstance(b, dict) and b.get("count") and b.get("confidence") is not None
+                and b.get("accuracy") is not None]
+        total = sum(b["count"] for b in bins) or 1
+        ece = cal.get("ece")
+        label = f"{name} (ECE {ece:.2f})" if isinstance(ece, int | float) else name
+        fig.add_trace(go.Scatter(
+            x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins], name=label,
+            mode="lines+markers", line={"color": color},
+            marker={"size": [6 + 24 * (b["count"] / total) ** 0.5 for b in bins]},
+            customdata=[b["count"] for b in bins],
+            hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} "
+                          "samples<extra></extra>"))
+    fig = _layout(fig, title, "mean confidence in bin", "accuracy in bin", (0, 1.02))
+    fig.update_xaxes(range=[0, 1.02])
+    return fig
+
+
+def pass_at_k(items: Sequence[tuple[str, dict[str, Any] | None, str | None, str]],
+              title: str = "Pass@k") -> go.Figure:
+    """Pass@k against k on a log2 axis; items are (name, pass_at_k dict, color, dash)."""
+    fig = go.Figure()
+    ks: set[int] = set()
+    for name, pk, color, dash in items:
+        pts = sorted((int(k), v) for k, v in (pk or {}).items()
+                     if str(k).isdigit() and isinstance(v, int | float))
+        ks.update(k for k, _ in pts)
+        fig.add_trace(go.Scatter(x=[k for k, _ in pts], y=[v for _, v in pts], name=name,
+                                 mode="lines+markers", line={"color": color, "dash": dash}))
+    fig = _layout(fig, title, "k (log2 scale)", "Pass@k", (0, 1.02))
+    ticks = sorted(ks) or [1]
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[str(k) for k in ticks])
+    return fig
+
+
+def calibration_over_steps(evals: Sequence[dict[str, Any]], signal: str) -> go.Figure:
+    """ECE, Brier and AUROC of one confidence signal at every evaluation."""
+    base = f"calibration/{signal}/"
+    series = [Series("ECE (lower is better)", *column(evals, base + "ece"), "#d62728"),
+              Series("Brier (lower is better)", *column(evals, base + "brier"), "#ff7f0e",
+                     dash="dash"),
+              Series("AUROC (0.5 = blind)", *column(evals, base + "auroc"), "#1f77b4",
+                     dash="dot")]
+    return lines(series, "Calibration over training", y_range=(0, 1.02))

@@ -1,0 +1,129 @@
+"""Small shared pieces of the pages: run labels, status words, plain-language errors,
+which run a page shows, and the metric catalogue that Compare and Run offer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import streamlit as st
+
+from core import api
+from core.store import RunRecord
+
+REFRESH_SECONDS = 2.0  # live views poll the run folder this often
+STATUS_ICONS = {"running": "🔵", "finished": "🟢", "failed": "🔴", "stopped": "⚪",
+                "damaged": "🟠"}
+PAGES = {"launch": "pages/launch.py", "run": "pages/run.py",
+         "compare": "pages/compare.py", "runs": "pages/runs.py"}
+
+
+def status_text(status: str) -> str:
+    return f"{STATUS_ICONS.get(status, '❔')} {status}"
+
+
+def recipe_of(r: RunRecord) -> str:
+    return str(r.config.get("recipe", "?"))
+
+
+def run_label(r: RunRecord | None, run_id: str = "") -> str:
+    """`rlcr · seed 0 · 11-28 13:21 · finished` - what a person picks a run by."""
+    if r is None:
+        return f"{run_id} (missing)"
+    when = time.strftime("%m-%d %H:%M", time.localtime(r.started_at)) if r.started_at else "?"
+    if r.status == "damaged":
+        return f"{r.id} · damaged"
+    return (f"{recipe_of(r)} · seed {r.config.get('seed', '?')} · {when} · "
+            f"{r.config.get('task', '?')} · {status_text(r.status)}")
+
+
+def short_label(r: RunRecord) -> str:
+    return f"{recipe_of(r)} s{r.config.get('seed', '?')} ({r.id[-4:]})"
+
+
+def plain_error(r: RunRecord) -> str:
+    """Why a run ended badly, in words a student can act on."""
+    err = (r.error or "").strip()
+    if r.status == "damaged":
+        return (f"This run's folder is damaged and cannot be read ({err or 'unknown reason'}). "
+                "Delete it on the Runs page, or inspect it in the runs folder.")
+    if "ended without reporting" in err:
+        return ("The training process stopped without saying why: it was killed, ran out of "
+                "memory, or the machine restarted. What it logged before is still shown.")
+    name, _, message = err.partition(": ")
+    hints = {"OutOfMemoryError": "The model did not fit in memory: lower G, prompts per step "
+                                 "or the evaluation sizes, or use a smaller model.",
+             "TrainingError": "Training became unstable.",
+             "ModelError": "The model could not be loaded.",
+             "OSError": "A file could not be read or written (full disk? missing model?)."}
+    hint = hints.get(name, "")
+    text = message or err or "no reason was recorded"
+    return f"The run failed at step {r.step} of {r.total_steps}: {text}. {hint}".strip()
+
+
+def query_run_id() -> str | None:
+    """The run a page should show: ?run=... in the address, else the last one opened."""
+    rid = st.query_params.get("run")
+    return rid or st.session_state.get("run_id")
+
+
+def open_run(run_id: str) -> None:
+    st.session_state["run_id"] = run_id
+    st.switch_page(PAGES["run"], query_params={"run": run_id})
+
+
+def open_compare(run_ids: Sequence[str], group: str | None = None) -> None:
+    st.session_state["compare_ids"] = list(run_ids)
+    params = {"group": group} if group else {"runs": ",".join(run_ids)}
+    st.switch_page(PAGES["compare"], query_params=params)
+
+
+# --- the metric catalogue -----------------------------------------------------------------
+
+TRAIN_LABELS = {"reward/mean": "reward (train)", "accuracy": "accuracy (train batch)",
+                "loss": "loss (train)", "format_rate": "format rate (train)",
+                "mean_length": "completion length (train)",
+                "confidence/verbalized": "stated confidence q (train)",
+                "confidence/answer_prob": "answer probability (train)",
+                "grad_norm": "gradient norm (train)", "seconds": "seconds per step"}
+EVAL_LABELS = {"accuracy": "accuracy (held-out, sampled)",
+               "greedy_accuracy": "greedy accuracy (held-out, T = 0)",
+               "format_rate": "format rate (held-out)",
+               "mean_length": "completion length (held-out)"}
+CAL_LABELS = {"ece": "ECE", "brier": "Brier", "auroc": "AUROC",
+              "overconfidence": "overconfidence", "mean_confidence": "mean confidence"}
+SHORT_SIGNAL = {"verbalized": "verbalized", "answer_prob": "answer prob.",
+                "consistency": "consistency"}
+
+
+def metric_catalogue(records: Sequence[RunRecord]) -> dict[str, tuple[str, str]]:
+    """Label -> (source, key): every metric some record has, eval metrics first."""
+    out: dict[str, tuple[str, str]] = {}
+    for key, label in EVAL_LABELS.items():
+        out[label] = ("eval", key)
+    ks = sorted({int(k) for r in records for e in r.evals
+                 for k in (e.get("pass_at_k") or {}) if str(k).isdigit()})
+    for k in ks:
+        out[f"Pass@{k} (held-out)"] = ("eval", f"pass_at_k/{k}")
+    for sig in api.SIGNALS:
+        for key, label in CAL_LABELS.items():
+            out[f"{label} — {SHORT_SIGNAL[sig]}"] = ("eval", f"calibration/{sig}/{key}")
+    train_keys: list[str] = []
+    for r in records:
+        for row in r.train[:1]:
+            train_keys += [k for k in row if k != "step" and k not in train_keys]
+    for key in train_keys:
+        out[TRAIN_LABELS.get(key, f"{key} (train)")] = ("train", key)
+    return out
+
+
+def nested(d: dict[str, Any] | None, key: str) -> Any:
+    v: Any = d
+    for part in key.split("/"):
+        v = v.get(part) if isinstance(v, dict) else None
+    return v
+
+
+def fmt_num(v: Any, digits: int = 3) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, int | float) and not isinstance(v, bool) else "—"
