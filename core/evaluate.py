@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from core import metrics
 from core.config import RunConfig
 from core.formats import PromptFormat
-from core.rollout import answer_probability, grade, sample, score_tokens
+from core.rollout import answer_probability, grade, sample
 from core.tasks import Example, Task
 
 SIGNALS = ("verbalized", "answer_prob", "consistency")
@@ -49,13 +49,11 @@ def _draw(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Promp
     parts: list[_Samples] = []
     for i in range(0, len(examples), chunk):
         rollout = sample(model, tokenizer, fmt, examples[i:i + chunk], n, temperature,
-                         max_new_tokens)
+                         max_new_tokens, with_logprobs=True)
         graded = grade(rollout, fmt, task, tokenizer)
-        with torch.inference_mode():
-            scores = score_tokens(model, rollout)
         parts.append(_Samples(
             graded.correct.numpy(), graded.confidence.double().numpy().round(6),
-            answer_probability(scores.logprobs, graded.answer_mask).float().cpu().numpy(),
+            answer_probability(rollout.logprobs, graded.answer_mask).float().cpu().numpy(),
             graded.well_formed.numpy(), rollout.completion_mask.sum(-1).cpu().numpy(),
             graded.answers, rollout.texts))
     return _Samples(*(np.concatenate([getattr(p, f) for p in parts])

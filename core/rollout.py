@@ -26,6 +26,7 @@ class Rollout:
     completion_mask: torch.Tensor  # [B, T] 1 on completion tokens up to and including EOS
     prompt_width: int  # W
     texts: list[str]  # [B] completion text without special tokens
+    logprobs: torch.Tensor | None = None  # [B, T] log pi(y_t) at T = 1, taken while sampling
 
     @property
     def completion_ids(self) -> torch.Tensor:
@@ -52,8 +53,12 @@ class TokenScores:
 
 def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,
            examples: list[Example], samples: int, temperature: float | None,
-           max_new_tokens: int) -> Rollout:
-    """`samples` completions per example; temperature None means greedy."""
+           max_new_tokens: int, with_logprobs: bool = False) -> Rollout:
+    """`samples` completions per example; temperature None means greedy.
+
+    `with_logprobs` keeps each sampled token's log-probability from the generation pass
+    itself, which spares evaluation a second forward pass.
+    """
     device = next(model.parameters()).device
     prompts = [fmt.prompt(ex) for ex in examples for _ in range(samples)]
     enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
@@ -63,12 +68,17 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Prom
                                                "top_k": 0, "top_p": 1.0}
     gen = GenerationConfig(
         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, **sampling)
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        output_logits=with_logprobs, return_dict_in_generate=True, **sampling)
     with torch.inference_mode():
-        out = model.generate(**enc, generation_config=gen)  # [B, W + T]
-    out = out.clone()  # a normal tensor: training forwards may save it for backward
+        gen_out = model.generate(**enc, generation_config=gen)
+    out = gen_out.sequences.clone()  # [B, W + T]; a normal tensor, so autograd may save it
     width = enc["input_ids"].shape[1]
     completion = out[:, width:]  # [B, T]
+    logprobs = None
+    if with_logprobs:
+        logits = torch.stack(gen_out.logits, dim=1).float()  # [B, T, V] raw, before temperature
+        logprobs = torch.log_softmax(logits, -1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
     is_eos = completion == tokenizer.eos_token_id  # [B, T]
     # Tokens after the first EOS are padding: mask = 1 up to and including the first EOS.
     after_eos = (is_eos.cumsum(-1) - is_eos.long()) > 0  # [B, T]
@@ -77,7 +87,7 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Prom
     visible = completion.masked_fill(completion_mask == 0, tokenizer.pad_token_id)  # [B, T]
     texts = tokenizer.batch_decode(visible, skip_special_tokens=True)
     return Rollout([ex for ex in examples for _ in range(samples)], out,
-                   attention_mask, completion_mask, width, texts)
+                   attention_mask, completion_mask, width, texts, logprobs)
 
 
 @cache

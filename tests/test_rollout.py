@@ -57,3 +57,20 @@ def test_span_confidence_is_mean_over_answer_tokens() -> None:
     s = span_confidence(per_token, mask)
     assert abs(s[0].item() - 0.7) < 1e-6  # (0.9 + 0.5) / 2
     assert math.isnan(s[1].item())
+
+
+def test_sampling_logprobs_match_a_scoring_pass() -> None:
+    """Evaluation trusts the log-probs kept while sampling; they equal a fresh forward pass."""
+    from core.config import RunConfig
+    from core.modeling import load_policy
+    from core.rollout import sample, score_tokens
+
+    loaded = load_policy(RunConfig(threads=1))
+    torch.manual_seed(0)
+    examples = TASKS["add"].eval_set(8)
+    r = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, examples, 4, 1.0, 10,
+               with_logprobs=True)
+    with torch.inference_mode():
+        scored = score_tokens(loaded.model, r).logprobs
+    mask = r.completion_mask.bool()
+    assert torch.allclose(r.logprobs[mask], scored[mask], atol=1e-4)
