@@ -256,13 +256,16 @@ def launch_classic(root: Path | str | None = None, now: float | None = None,
 
 
 def groups(runs: list[RunRecord], prefix: str = CLASSIC_PREFIX) -> dict[str, list[str]]:
-    """Tag -> run ids (oldest first) for tags with `prefix`, newest group first."""
+    """Tag -> run ids (oldest first) for tags with `prefix`; the group with the most
+    recently started run comes first."""
     out: dict[str, list[str]] = {}
+    newest: dict[str, tuple[float, str]] = {}
     for r in sorted(runs, key=lambda r: r.id):
         for t in r.tags:
             if t.startswith(prefix):
                 out.setdefault(t, []).append(r.id)
-    return dict(sorted(out.items(), reverse=True))
+                newest[t] = max(newest.get(t, (0.0, "")), (r.started_at or 0.0, r.id))
+    return {t: out[t] for t in sorted(out, key=newest.__getitem__, reverse=True)}
 
 
 def latest_classic(runs: list[RunRecord]) -> tuple[str | None, list[str]]:
@@ -275,9 +278,10 @@ def latest_classic(runs: list[RunRecord]) -> tuple[str | None, list[str]]:
 
 # --- time --------------------------------------------------------------------------------
 
-# Costs measured on the 2-core development machine with the embedded model (CPU), used
-# until this store has finished runs to learn from.
-DEFAULT_COSTS = {"startup": 8.0, "train_sample": 0.09, "eval_sample": 0.045}
+# Costs of the embedded model on the 2-core development machine (CPU, shared with other
+# work), used until this store has finished runs to learn from. A training step costs about
+# the same per sample at any batch size; an evaluation has a fixed part (greedy pass, set-up).
+DEFAULT_COSTS = {"startup": 8.0, "train_sample": 0.1, "eval_fixed": 1.5, "eval_sample": 0.016}
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,7 @@ class Estimate:
 
 
 def n_evals(config: RunConfig) -> int:
+    """Evaluations a run makes: step 0, every eval_every steps, and the last step."""
     if config.no_eval:
         return 0
     if config.steps == 0:
@@ -296,6 +301,7 @@ def n_evals(config: RunConfig) -> int:
 
 
 def _eval_samples(c: dict[str, Any]) -> int:
+    """Completions one evaluation draws: n sampled plus one greedy per prompt."""
     return int(c.get("eval_prompts", 1)) * (int(c.get("eval_samples", 1)) + 1)
 
 
@@ -319,7 +325,8 @@ def learned_costs(runs: list[RunRecord], model: str, root: Path | str | None = N
             train.append(statistics.median(secs) / max(1, per_step))
         esecs = [e["seconds"] for e in ev if isinstance(e.get("seconds"), int | float)]
         if esecs:
-            evals.append(statistics.median(esecs) / max(1, _eval_samples(r.config)))
+            variable = max(0.0, statistics.median(esecs) - DEFAULT_COSTS["eval_fixed"])
+            evals.append(variable / max(1, _eval_samples(r.config)))
         used += 1
     costs = dict(DEFAULT_COSTS)
     if train:
@@ -337,14 +344,23 @@ def estimate(config: RunConfig, runs: list[RunRecord] | None = None,
     secs = (costs["startup"]
             + config.steps * config.inner_epochs * config.prompts_per_step * config.group_size
             * costs["train_sample"]
-            + n_evals(config) * _eval_samples(config.to_dict()) * costs["eval_sample"])
+            + n_evals(config) * (costs["eval_fixed"]
+                                 + _eval_samples(config.to_dict()) * costs["eval_sample"]))
     if used:
-        basis = f"from {used} finished run{'s' * (used > 1)} of this model on this machine"
+        basis = f"learned from {used} finished run{'s' * (used > 1)} of this model here"
+    elif config.model == "embedded":
+        basis = "a rough guess for 2 CPU cores; it improves once runs finish"
     else:
-        basis = "a rough guess for the embedded model on 2 CPU cores (no finished runs yet)"
-    if config.model != "embedded" and not used:
         basis = "a rough guess: larger models take much longer"
     return Estimate(secs, basis)
+
+
+def estimate_classic(runs: list[RunRecord] | None = None,
+                     root: Path | str | None = None) -> Estimate:
+    """The classic comparison's four runs at once, sharing this machine's cores."""
+    one = estimate(build_config(CLASSIC_PRESET), runs, root)
+    n = len(CLASSIC_RECIPES)
+    return Estimate(one.seconds * n / min(n, os.cpu_count() or 1), one.basis)
 
 
 def eta(record: RunRecord, now: float | None = None) -> float | None:

@@ -7,7 +7,7 @@ import streamlit as st
 from core import api
 from ui import charts, common
 
-st.title("⚖️ Compare runs")
+st.title(":material/compare_arrows: Compare runs")
 runs = api.list_runs()
 if not runs:
     st.info("No runs yet: start the classic comparison on Home.")
@@ -47,7 +47,7 @@ g1.selectbox("Group (tag)", list(groups), key="compare_group", on_change=pick_gr
              index=None, placeholder="choose a tagged group",
              help="Runs launched together share a tag, e.g. classic-<time>.")
 g2.multiselect("Runs", list(by_id), key="compare_runs", format_func=lambda i:
-               common.run_label(by_id[i]))
+               f"{common.short_label(by_id[i])} · {by_id[i].status}")
 ids = [i for i in st.session_state["compare_runs"] if i in by_id]
 st.session_state["compare_ids"] = ids
 if not ids:
@@ -61,7 +61,7 @@ def comparison() -> None:
     records = [r for r in (api.load_run(i) for i in ids) if r is not None]
     names = [common.short_label(r) for r in records]
     colors = charts.colors_for(names, [common.recipe_of(r) for r in records])
-    status = " · ".join(f"{n}: {common.status_text(r.status)} {r.step}/{r.total_steps}"
+    status = " · ".join(f"{n}: {common.status_md(r.status)} {r.step}/{r.total_steps}"
                         for n, r in zip(names, records, strict=True))
     st.caption(status + (" — updating live" if any_running else ""))
     for r in records:
@@ -93,32 +93,11 @@ def comparison() -> None:
         "Reliability at each run's last evaluation"), key="compare_chart_rel")
 
     st.subheader("Start → end")
-    summary = [("accuracy", "accuracy"), ("greedy accuracy", "greedy_accuracy")]
-    ks = sorted({int(k) for r in records for e in r.evals[-1:] for k in e.get("pass_at_k", {})})
-    if ks:
-        summary += [("Pass@1", "pass_at_k/1"), (f"Pass@{ks[-1]}", f"pass_at_k/{ks[-1]}")]
-    summary += [(f"{lab} ({api.SIGNAL_LABELS[signal].split(' (')[0]})",
-                 f"calibration/{signal}/{k}")
-                for lab, k in (("ECE", "ece"), ("Brier", "brier"), ("AUROC", "auroc"),
-                               ("mean confidence", "mean_confidence"))]
-    long_rows, shown = [], {}
-    for n, r in zip(names, records, strict=True):
-        first, last = (r.evals[0], r.evals[-1]) if r.evals else (None, None)
-        col = {}
-        for label, k in summary:
-            a, b = common.nested(first, k), common.nested(last, k)
-            num = isinstance(a, int | float) and isinstance(b, int | float)
-            long_rows.append({"run": r.id, "recipe": common.recipe_of(r), "metric": label,
-                              "start_step": (first or {}).get("step"),
-                              "end_step": (last or {}).get("step"), "start": a, "end": b,
-                              "delta": b - a if num else None})
-            col[label] = (f"{common.fmt_num(a)} → {common.fmt_num(b)}"
-                          + (f" ({b - a:+.3f})" if num else ""))
-        shown[n] = col
-    st.dataframe(pd.DataFrame(shown), key="compare_table")
+    rows = common.summary_rows(records, signal)
+    st.dataframe(common.summary_table(rows, names), key="compare_table")
     st.caption("Each cell: first evaluation → last evaluation (change). Lower ECE and Brier "
                "are better; AUROC 0.5 means the confidence cannot tell right from wrong.")
-    csv = pd.DataFrame(long_rows).to_csv(index=False)
+    csv = pd.DataFrame(rows).to_csv(index=False)
     st.download_button("Download the summary (CSV)", csv, file_name="comparison.csv",
                        mime="text/csv", key="compare_csv")
 

@@ -37,8 +37,9 @@ if "launch_steps" not in st.session_state:  # first visit, or back from another 
         st.session_state["launch_preset"] = "quick"
         apply_preset()
 
-st.title("🚀 Launch a run")
-st.caption("Every setting is checked before anything starts. Hover the ⓘ for what it does.")
+st.title(":material/rocket_launch: Launch a run")
+st.caption("Every setting is checked before anything starts; the (?) beside a setting says "
+           "what it does.")
 device = api.detected_device()
 
 st.selectbox("Start from", [*PRESETS, "defaults"], key="launch_preset", on_change=apply_preset,

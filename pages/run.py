@@ -9,21 +9,29 @@ from ui import charts, common
 
 runs = api.list_runs()
 if not runs:
-    st.title("📈 Run")
+    st.title(":material/monitoring: Run")
     st.info("No runs yet: start one on the Launch page or the classic comparison on Home.")
     st.stop()
 
 ids = [r.id for r in runs]
 by_id = {r.id: r for r in runs}
-wanted = common.query_run_id()
-if wanted not in by_id:
-    if wanted:
-        st.warning(f"There is no run {wanted!r} (deleted?). Showing the latest run.")
-    wanted = ids[0]
-run_id = st.selectbox("Run", ids, index=ids.index(wanted), key="run_pick",
-                      format_func=lambda i: common.run_label(by_id[i]))
-if run_id != st.query_params.get("run"):
+# Which run: a new ?run= in the address (a link) wins, then the picker, then the last opened.
+q = st.query_params.get("run")
+missing = q if q and q not in by_id else None
+if q in by_id and q != st.session_state.get("run_applied_query"):
+    st.session_state["run_pick"] = q
+    st.session_state["run_applied_query"] = q
+elif st.session_state.get("run_pick") not in by_id:
+    last = st.session_state.get("run_id")
+    st.session_state["run_pick"] = last if last in by_id else ids[0]
+rec = by_id[st.session_state["run_pick"]]
+st.title(f":material/monitoring: {common.recipe_of(rec)} · seed {rec.config.get('seed', '?')}")
+if missing:
+    st.warning(f"There is no run {missing!r} (deleted?). Showing the latest run.")
+run_id = st.selectbox("Run", ids, key="run_pick", format_func=lambda i: common.run_label(by_id[i]))
+if run_id != q:
     st.query_params["run"] = run_id
+    st.session_state["run_applied_query"] = run_id
 st.session_state["run_id"] = run_id
 page_status = by_id[run_id].status
 
@@ -36,7 +44,6 @@ def live() -> None:
         return
     if r.status != page_status:  # it just ended: one full rerun turns the polling off
         st.rerun()
-    st.title(f"📈 {common.recipe_of(r)} · seed {r.config.get('seed', '?')}")
     st.caption(f"Run `{r.id}` · task {r.config.get('task', '?')} · model "
                f"{r.config.get('model', '?')} · tags: {', '.join(r.tags) or 'none'}")
 
@@ -46,10 +53,11 @@ def live() -> None:
     done = f"step {r.step} / {r.total_steps}"
     if r.status == "running":
         done += f" · about {api.fmt_duration(eta)} left" if eta is not None else " · starting…"
-    top1.markdown(f"**Status: {common.status_text(r.status)}** · {done}")
+    top1.markdown(f"**Status: {common.status_md(r.status)}** · {done}")
     top1.progress(min(1.0, r.step / total), text=done)
     stop_help = "Stops after the current step; what was logged so far stays."
-    if r.status == "running" and top2.button("■ Stop", key="run_stop", help=stop_help):
+    if r.status == "running" and top2.button("Stop", key="run_stop", help=stop_help,
+                                             icon=":material/stop:"):
         st.toast("Stopping after the current step…" if api.stop(r.id) else "It already ended.")
     if r.status in ("failed", "damaged"):
         st.error(common.plain_error(r))
@@ -98,9 +106,10 @@ def live() -> None:
     m[3].metric("mean confidence", common.fmt_num(cal.get("mean_confidence")))
     m[4].metric("accuracy", common.fmt_num(ev.get("accuracy")))
 
-    p1, p2 = st.columns(2)
     default_k = sorted({steps[0], steps[-1]})
-    chosen = p1.multiselect("Pass@k at steps", steps, default=default_k, key="run_pk_steps")
+    chosen = st.multiselect("Pass@k curves at evaluation steps", steps, default=default_k,
+                            key="run_pk_steps")
+    p1, p2 = st.columns(2)
     palette = charts.PALETTE
     p1.plotly_chart(charts.pass_at_k(
         [(f"step {e['step']}", e.get("pass_at_k"), palette[i % len(palette)], "solid")

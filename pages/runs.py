@@ -8,7 +8,7 @@ import streamlit as st
 from core import api
 from ui import common
 
-st.title("🗂️ Runs")
+st.title(":material/folder_open: Runs")
 runs = api.list_runs()
 st.caption(f"Run folder: `{api.runs_dir().resolve()}` · {len(runs)} runs. Runs live on disk: "
            "closing the browser or restarting the app loses nothing.")
@@ -18,7 +18,7 @@ if not runs:
 by_id = {r.id: r for r in runs}
 
 f1, f2 = st.columns([1, 2])
-statuses = f1.multiselect("Status", list(common.STATUS_ICONS), key="runs_status",
+statuses = f1.multiselect("Status", list(common.STATUS_COLORS), key="runs_status",
                           placeholder="any status")
 text = f2.text_input("Recipe, tag or id contains", key="runs_text")
 shown = [r for r in runs if (not statuses or r.status in statuses)
@@ -44,16 +44,19 @@ if r.status in ("failed", "damaged"):
     st.warning(common.plain_error(r))
 
 a1, a2, a3, a4 = st.columns(4)
-if a1.button("📈 Open", key="runs_open", width="stretch"):
+if a1.button("Open", key="runs_open", width="stretch", icon=":material/monitoring:"):
     common.open_run(run_id)
-if a2.button("⚖️ Compare with its group", key="runs_compare", width="stretch",
+if a2.button("Compare its group", key="runs_compare", width="stretch",
+             icon=":material/compare_arrows:",
              disabled=not r.tags, help="Opens Compare with every run sharing its first tag."):
     group = r.tags[0]
     common.open_compare([x.id for x in runs if group in x.tags], group=group)
-if r.status == "running" and a3.button("■ Stop", key="runs_stop", width="stretch"):
+if r.status == "running" and a3.button("Stop", key="runs_stop", width="stretch",
+                                            icon=":material/stop:"):
     st.toast("Stopping after the current step…" if api.stop(run_id) else "It was not running.")
-a4.download_button("⬇ Export as zip", lambda: api.export_zip(run_id), file_name=f"{run_id}.zip",
-                   mime="application/zip", key="runs_export", width="stretch")
+a4.download_button("Export as zip", lambda: api.export_zip(run_id), file_name=f"{run_id}.zip",
+                   mime="application/zip", key="runs_export", width="stretch",
+                   icon=":material/download:")
 
 t1, t2 = st.columns([3, 1])
 tags = t1.text_input("Tags (comma-separated)", value=", ".join(r.tags),
@@ -80,6 +83,6 @@ elif st.session_state.get("runs_confirm") == run_id:
     if d2.button("Cancel", key="runs_delete_no"):
         st.session_state.pop("runs_confirm", None)
         st.rerun()
-elif st.button("🗑 Delete…", key="runs_delete"):
+elif st.button("Delete…", key="runs_delete", icon=":material/delete:"):
     st.session_state["runs_confirm"] = run_id
     st.rerun()

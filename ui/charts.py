@@ -13,7 +13,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-HEIGHT = 320
+HEIGHT = 360
 RECIPE_COLORS = {"binary": "#d62728", "rlcr": "#2ca02c", "psr": "#1f77b4", "nsr": "#9467bd",
                  "w-reinforce": "#ff7f0e", "rlsf": "#8c564b"}
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
@@ -42,11 +42,12 @@ def colors_for(names: Sequence[str], recipes: Sequence[str | None]) -> list[str]
 
 def _layout(fig: go.Figure, title: str, x_title: str, y_title: str,
             y_range: Sequence[float] | None = None, height: int = HEIGHT) -> go.Figure:
+    # Title on top, legend under the x axis: long legends never cover the title.
     fig.update_layout(title={"text": title, "font": {"size": 15}}, height=height,
-                      margin={"l": 10, "r": 10, "t": 60, "b": 10},
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0},
                       hovermode="closest")
-    fig.update_xaxes(title_text=x_title)
+    fig.update_xaxes(title_text=x_title, title_standoff=4)
     fig.update_yaxes(title_text=y_title)
     if y_range is not None:
         fig.update_yaxes(range=list(y_range))
@@ -63,11 +64,16 @@ def lines(series: Sequence[Series], title: str, x_title: str = "step", y_title: 
           y_range: Sequence[float] | None = None) -> go.Figure:
     """Any metric over steps, one line per series (runs, or metrics of one run)."""
     fig = go.Figure()
+    xs: list[Any] = []
     for s in series:
         x, y = _clean(s.x, s.y)
+        xs += x
         fig.add_trace(go.Scatter(x=x, y=y, name=s.name, mode=s.mode,
                                  line={"color": s.color, "dash": s.dash}, marker={"size": 6}))
-    return _layout(fig, title, x_title, y_title, y_range)
+    fig = _layout(fig, title, x_title, y_title, y_range)
+    if xs and all(isinstance(v, int) for v in xs) and max(xs) - min(xs) <= 10:
+        fig.update_xaxes(dtick=1)  # a short run: whole steps only, no "step 0.5"
+    return fig
 
 
 def column(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[Any], list[Any]]:
@@ -166,9 +172,8 @@ def pass_at_k(items: Sequence[tuple[str, dict[str, Any] | None, str | None, str]
 def calibration_over_steps(evals: Sequence[dict[str, Any]], signal: str) -> go.Figure:
     """ECE, Brier and AUROC of one confidence signal at every evaluation."""
     base = f"calibration/{signal}/"
-    series = [Series("ECE (lower is better)", *column(evals, base + "ece"), "#d62728"),
-              Series("Brier (lower is better)", *column(evals, base + "brier"), "#ff7f0e",
-                     dash="dash"),
+    series = [Series("ECE ↓", *column(evals, base + "ece"), "#d62728"),
+              Series("Brier ↓", *column(evals, base + "brier"), "#ff7f0e", dash="dash"),
               Series("AUROC (0.5 = blind)", *column(evals, base + "auroc"), "#1f77b4",
                      dash="dot")]
-    return lines(series, "Calibration over training", y_range=(0, 1.02))
+    return lines(series, "ECE, Brier and AUROC over training", y_range=(0, 1.02))

@@ -7,35 +7,52 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from core import api
 from core.store import RunRecord
 
 REFRESH_SECONDS = 2.0  # live views poll the run folder this often
-STATUS_ICONS = {"running": "🔵", "finished": "🟢", "failed": "🔴", "stopped": "⚪",
-                "damaged": "🟠"}
+STATUS_COLORS = {"running": "blue", "finished": "green", "failed": "red", "stopped": "gray",
+                 "damaged": "orange"}
 PAGES = {"launch": "pages/launch.py", "run": "pages/run.py",
          "compare": "pages/compare.py", "runs": "pages/runs.py"}
 
 
 def status_text(status: str) -> str:
-    return f"{STATUS_ICONS.get(status, '❔')} {status}"
+    """The status in words (plain text: tables, select boxes)."""
+    return status
+
+
+def status_md(status: str) -> str:
+    """The status with a colored dot, for markdown."""
+    return f":{STATUS_COLORS.get(status, 'gray')}[●] {status}"
 
 
 def recipe_of(r: RunRecord) -> str:
     return str(r.config.get("recipe", "?"))
 
 
-def run_label(r: RunRecord | None, run_id: str = "") -> str:
-    """`rlcr · seed 0 · 11-28 13:21 · finished` - what a person picks a run by."""
+def run_label(r: RunRecord | None, run_id: str = "", md: bool = False) -> str:
+    """`rlcr · seed 0 · 11-28 13:21 · add · finished` - what a person picks a run by."""
     if r is None:
         return f"{run_id} (missing)"
     when = time.strftime("%m-%d %H:%M", time.localtime(r.started_at)) if r.started_at else "?"
     if r.status == "damaged":
         return f"{r.id} · damaged"
     return (f"{recipe_of(r)} · seed {r.config.get('seed', '?')} · {when} · "
-            f"{r.config.get('task', '?')} · {status_text(r.status)}")
+            f"{r.config.get('task', '?')} · "
+            f"{status_md(r.status) if md else status_text(r.status)}")
+
+
+def latex_lines(formula: str, width: int = 60) -> str:
+    """A long formula broken at its top-level `,\\ ` separators so it fits a column."""
+    parts = formula.split(r",\ ")
+    if len(formula) <= width or len(parts) < 2:
+        return formula
+    return (r"\begin{gathered}" + parts[0] + r" \\ " + r",\ ".join(parts[1:])
+            + r"\end{gathered}")
 
 
 def short_label(r: RunRecord) -> str:
@@ -127,3 +144,40 @@ def nested(d: dict[str, Any] | None, key: str) -> Any:
 
 def fmt_num(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, int | float) and not isinstance(v, bool) else "—"
+
+
+def summary_rows(records: Sequence[RunRecord], signal: str) -> list[dict[str, Any]]:
+    """Start -> end of the headline metrics, one row per (run, metric): the CSV's rows."""
+    metrics = [("accuracy", "accuracy"), ("greedy accuracy", "greedy_accuracy")]
+    ks = sorted({int(k) for r in records for e in r.evals[-1:]
+                 for k in (e.get("pass_at_k") or {}) if str(k).isdigit()})
+    if ks:
+        metrics += [("Pass@1", "pass_at_k/1")] + ([(f"Pass@{ks[-1]}", f"pass_at_k/{ks[-1]}")]
+                                                  if ks[-1] != 1 else [])
+    sig = SHORT_SIGNAL.get(signal, signal)
+    metrics += [(f"{label} ({sig})", f"calibration/{signal}/{key}")
+                for key, label in CAL_LABELS.items() if key != "overconfidence"]
+    rows = []
+    for r in records:
+        first, last = (r.evals[0], r.evals[-1]) if r.evals else (None, None)
+        for label, key in metrics:
+            a, b = nested(first, key), nested(last, key)
+            num = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
+            rows.append({"run": r.id, "recipe": recipe_of(r), "metric": label,
+                         "start_step": (first or {}).get("step"),
+                         "end_step": (last or {}).get("step"),
+                         "start": a, "end": b, "delta": b - a if num else None})
+    return rows
+
+
+def summary_table(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> pd.DataFrame:
+    """The rows as one column per run, each cell `start → end (change)`."""
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    label = dict(zip(runs, names, strict=False))
+    table: dict[str, dict[str, str]] = {}
+    for r in rows:
+        cell = f"{fmt_num(r['start'])} → {fmt_num(r['end'])}"
+        if r["delta"] is not None:
+            cell += f" ({r['delta']:+.3f})"
+        table.setdefault(label.get(r["run"], r["run"]), {})[r["metric"]] = cell
+    return pd.DataFrame(table)

@@ -1,0 +1,136 @@
+"""Launch: settings with help texts, validation in words, an estimate, and a (fake) launch."""
+
+from __future__ import annotations
+
+import pytest
+from app_helpers import IDS, ok, page, texts, use_store
+
+from core import api
+from core.config import help_text
+from core.model_source import ModelError
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    return use_store(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def fake_launch(monkeypatch):
+    calls = []
+
+    def launch(config, root=None):
+        calls.append(config)
+        return IDS[1]  # an existing recorded run, so the Run page has something to show
+
+    monkeypatch.setattr(api, "launch", launch)
+    return calls
+
+
+def test_launch_form_starts_from_quick_with_help_texts(runs_dir):
+    at = ok(page("launch"))
+    assert at.number_input(key="launch_steps").value == 100
+    assert at.number_input(key="launch_eval_every").value == 20
+    assert at.number_input(key="launch_steps").help == help_text("steps")
+    assert at.number_input(key="launch_group_size").help == help_text("group_size")
+    assert at.selectbox(key="launch_recipe").help == help_text("recipe")
+    assert "Estimated run time" in at.info[0].value
+    assert not at.button(key="launch_go").disabled
+    assert "CPU only" in texts(at)  # what auto will use
+
+
+def test_recipe_knobs_appear_with_their_recipe(runs_dir):
+    at = page("launch")
+    keys = {w.key for w in at.number_input}
+    assert "launch_wr_lambda" not in keys and "launch_rlsf_beta" not in keys
+    at.selectbox(key="launch_recipe").set_value("w-reinforce").run()
+    assert at.number_input(key="launch_wr_lambda").value == pytest.approx(0.1)
+    at.selectbox(key="launch_recipe").set_value("rlsf").run()
+    assert at.number_input(key="launch_rlsf_beta").value == pytest.approx(0.2)
+    assert at.number_input(key="launch_rlsf_threshold").value == pytest.approx(0.9)
+    assert at.selectbox(key="launch_rlsf_signal").value == "disparity"
+    ok(at)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("launch_group_size", 1, "group_size G must be >= 2"),
+    ("launch_temperature", 0.0, "temperature must be > 0"),
+    ("launch_eval_samples", 2, "Pass@k needs 1 <= k <= n"),
+])
+def test_invalid_settings_are_explained_and_block_launch(runs_dir, key, value, message):
+    at = page("launch")
+    if key == "launch_eval_samples":
+        at.text_input(key="launch_pass_k").set_value("1, 4")
+    at.number_input(key=key).set_value(value).run()
+    ok(at)
+    assert message in at.error[0].value
+    assert at.button(key="launch_go").disabled
+
+
+def test_bad_pass_k_text_and_missing_model_folder(runs_dir, tmp_path):
+    at = page("launch")
+    at.text_input(key="launch_pass_k").set_value("1, two").run()
+    assert "whole numbers" in at.error[0].value
+    at.text_input(key="launch_pass_k").set_value("").run()
+    at.selectbox(key="launch_model_kind").set_value("other: folder or hub id").run()
+    at.text_input(key="launch_model_path").set_value(str(tmp_path / "nowhere")).run()
+    ok(at)
+    assert "does not exist" in at.error[0].value
+    assert at.button(key="launch_go").disabled
+
+
+def test_cuda_without_a_gpu_is_refused(runs_dir):
+    at = page("launch")
+    at.radio(key="launch_device").set_value("cuda").run()
+    assert "no CUDA GPU was detected" in at.error[0].value
+
+
+def test_cuda_is_offered_when_detected(tmp_path, monkeypatch):
+    use_store(tmp_path, monkeypatch, cuda=True)
+    at = page("launch")
+    at.radio(key="launch_device").set_value("cuda").run()
+    ok(at)
+    assert not at.error
+    assert "Test GPU" in texts(at)
+
+
+def test_smoke_preset_fills_the_form(runs_dir):
+    at = page("launch")
+    at.selectbox(key="launch_preset").set_value("smoke").run()
+    assert at.number_input(key="launch_steps").value == 4
+    assert at.number_input(key="launch_group_size").value == 4
+    assert at.number_input(key="launch_eval_prompts").value == 16
+
+
+def test_launch_starts_the_configured_run_and_opens_its_page(runs_dir, fake_launch):
+    at = page("launch")
+    at.selectbox(key="launch_recipe").set_value("rlcr")
+    at.selectbox(key="launch_task").set_value("mix")
+    at.number_input(key="launch_steps").set_value(4)
+    at.number_input(key="launch_group_size").set_value(4)
+    at.number_input(key="launch_eval_every").set_value(2)
+    at.number_input(key="launch_eval_prompts").set_value(16)
+    at.number_input(key="launch_eval_samples").set_value(4)
+    at.number_input(key="launch_seed").set_value(3)
+    at.number_input(key="launch_kl_beta").set_value(0.05)
+    at.text_input(key="launch_pass_k").set_value("1,2,4").run()
+    at.button(key="launch_go").click().run()
+    ok(at)
+    (config,) = fake_launch
+    assert (config.recipe, config.task, config.steps, config.group_size) == ("rlcr", "mix", 4, 4)
+    assert (config.eval_every, config.eval_prompts, config.eval_samples) == (2, 16, 4)
+    assert (config.seed, config.kl_beta, config.pass_k) == (3, 0.05, (1, 2, 4))
+    assert at.session_state["run_id"] == IDS[1]
+    assert at.query_params["run"] == IDS[1]
+    assert "rlcr" in at.title[0].value  # the Run page of the launched run
+
+
+def test_a_refused_launch_is_shown_in_words(runs_dir, monkeypatch):
+    def refuse(config, root=None):
+        raise ModelError("the embedded model is missing")
+
+    monkeypatch.setattr(api, "launch", refuse)
+    at = page("launch")
+    at.button(key="launch_go").click().run()
+    ok(at)
+    assert "Could not start the run: the embedded model is missing" in at.error[0].value

@@ -1,0 +1,49 @@
+"""No page imports torch, directly or through core: each page runs in a fresh interpreter
+(AppTest, on the recorded runs) and torch, transformers and peft must stay unloaded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from app_helpers import APP, FIXTURE_RUNS, ROOT
+
+HEAVY = ("torch", "transformers", "peft")
+SCRIPT = textwrap.dedent("""
+    import json, os, shutil, sys, tempfile
+    HEAVY = ("torch", "transformers", "peft")
+    from streamlit.testing.v1 import AppTest
+    root = tempfile.mkdtemp()
+    shutil.copytree(sys.argv[3], root + "/runs")
+    os.environ["CALIBRATION_LAB_RUNS"] = root + "/runs"
+    from core import api
+    api._device = api.DeviceInfo(True)  # the real probe is a subprocess; skip it here
+    at = AppTest.from_file(sys.argv[1], default_timeout=60).run()
+    if sys.argv[2] != "home":
+        at.switch_page(f"pages/{sys.argv[2]}.py").run()
+    print(json.dumps({"exceptions": [e.value for e in at.exception],
+                      "titles": [t.value for t in at.title],
+                      "loaded": [m for m in HEAVY if m in sys.modules]}))
+    shutil.rmtree(root)
+""")
+
+
+@pytest.mark.parametrize("name", ["home", "launch", "run", "compare", "runs"])
+def test_page_does_not_import_torch(name):
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(APP), name, str(FIXTURE_RUNS)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["titles"], result
+    assert not result["exceptions"], result
+    assert result["loaded"] == [], f"{name} imported {result['loaded']}"
+
+
+def test_api_module_is_light():
+    code = ("import sys, core.api, core.config, core.store, core.recipe_info, ui.charts, "
+            f"ui.common; print([m for m in {HEAVY!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,156 @@
+"""Run page on the recorded runs: status, charts with data, the completion browser, and
+runs that failed, are damaged, or are still running."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from app_helpers import IDS, figure, figures, ok, page, set_status, texts, use_store
+
+from core import api
+
+RLCR = IDS[1]
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    return use_store(tmp_path, monkeypatch)
+
+
+def evals_of(run_id):
+    return api.load_run(run_id).evals
+
+
+def test_finished_run_shows_every_chart_with_data(runs_dir):
+    at = ok(page("run", {"run": RLCR}))
+    assert "rlcr" in at.title[0].value
+    assert "finished" in texts(at)
+    assert at.get("progress")[0].proto.value == 100
+    titles = [f["layout"]["title"]["text"] for f in figures(at)]
+    for part in ("Reward", "Accuracy", "Confidence histogram", "Reliability", "Pass@k",
+                 "ECE, Brier and AUROC"):
+        assert any(part in t for t in titles), (part, titles)
+    assert all(any(len(tr.get("x", [])) for tr in f["data"]) for f in figures(at))
+
+
+def test_histogram_and_reliability_follow_signal_and_step(runs_dir):
+    evals = evals_of(RLCR)
+    at = page("run", {"run": RLCR})
+    last = evals[-1]["calibration"]["verbalized"]
+    hist = figure(at, "Confidence histogram")
+    assert f"step {evals[-1]['step']}" in hist["layout"]["title"]["text"]
+    right, wrong = hist["data"]
+    assert (right["name"], wrong["name"]) == ("correct", "wrong")
+    assert right["y"] == last["hist_correct"] and wrong["y"] == last["hist_incorrect"]
+    assert hist["layout"]["barmode"] == "stack"
+
+    at.selectbox(key="run_signal").set_value("answer_prob").run()
+    at.select_slider(key="run_step").set_value(evals[0]["step"]).run()
+    ok(at)
+    first = evals[0]["calibration"]["answer_prob"]
+    hist = figure(at, "Confidence histogram")
+    assert hist["data"][0]["y"] == first["hist_correct"]
+    rel = figure(at, "Reliability")
+    diagonal, points = rel["data"]
+    assert diagonal["x"] == [0, 1] and diagonal["y"] == [0, 1]
+    filled = [b for b in first["reliability"] if b["count"]]
+    assert points["y"] == [b["accuracy"] for b in filled]
+
+
+def test_pass_at_k_uses_a_log_axis_and_the_chosen_steps(runs_dir):
+    evals = evals_of(RLCR)
+    at = page("run", {"run": RLCR})
+    pk = figure(at, "Pass@k")
+    assert pk["layout"]["xaxis"]["type"] == "log"
+    assert [t["name"] for t in pk["data"]] == [f"step {evals[0]['step']}",
+                                               f"step {evals[-1]['step']}"]
+    assert pk["data"][1]["y"] == [evals[-1]["pass_at_k"][k] for k in ("1", "2", "4")]
+    at.multiselect(key="run_pk_steps").set_value([evals[1]["step"]]).run()
+    assert [t["name"] for t in figure(at, "Pass@k")["data"]] == [f"step {evals[1]['step']}"]
+
+
+def test_completion_browser_puts_confident_wrong_answers_first(runs_dir):
+    at = page("run", {"run": RLCR})
+    table = at.dataframe[0].value
+    assert len(table) > 0
+    wrong = table[~table["correct"]]
+    assert list(table["correct"][: len(wrong)]) == [False] * len(wrong)
+    q = list(wrong["verbalized q"])
+    assert q == sorted(q, reverse=True)
+    at.radio(key="run_samples_outcome").set_value("right").run()
+    assert at.dataframe[0].value["correct"].all()
+    at.text_input(key="run_samples_text").set_value("+").run()
+    ok(at)
+
+
+def test_failed_run_says_why_in_plain_words(runs_dir):
+    set_status(runs_dir, RLCR, status="failed", error="TrainingError: the loss became nan at "
+               "step 3: lower the learning rate or turn on gradient clipping", step=3)
+    at = ok(page("run", {"run": RLCR}))
+    err = at.error[0].value
+    assert "failed at step 3" in err and "lower the learning rate" in err
+    assert "Traceback" not in texts(at)
+
+
+def test_dead_process_shows_as_failed_not_running(runs_dir):
+    set_status(runs_dir, RLCR, status="running", pid=2**22 + 12345)  # no such process
+    at = ok(page("run", {"run": RLCR}))
+    assert "stopped without saying why" in at.error[0].value
+
+
+def test_damaged_run_shows_as_damaged(runs_dir):
+    (runs_dir / RLCR / "config.json").write_text("{not json")
+    at = ok(page("run", {"run": RLCR}))
+    assert "damaged" in at.error[0].value
+
+
+def test_garbled_metrics_lines_are_skipped(runs_dir):
+    with open(runs_dir / RLCR / "metrics.jsonl", "a") as f:
+        f.write('{"step": 9, "eval/calibration": 3}\n[1, 2]\n{"no_step": 1}\n{"step": 10, "tr')
+    ok(page("run", {"run": RLCR}))
+
+
+def test_running_run_has_a_stop_button_and_an_eta(runs_dir, monkeypatch):
+    set_status(runs_dir, RLCR, status="running", pid=os.getpid(), step=2)
+    stopped = []
+    monkeypatch.setattr(api, "stop", lambda run_id, root=None: stopped.append(run_id) or True)
+    at = ok(page("run", {"run": RLCR}))
+    assert "left" in texts(at)  # "about N s left"
+    at.button(key="run_stop").click().run()
+    ok(at)
+    assert stopped == [RLCR]
+
+
+def test_a_run_with_nothing_logged_yet_says_so(runs_dir):
+    set_status(runs_dir, RLCR, status="running", pid=os.getpid(), step=0)
+    (runs_dir / RLCR / "metrics.jsonl").write_text("")
+    at = ok(page("run", {"run": RLCR}))
+    assert "Nothing logged yet" in texts(at)
+
+
+def test_unknown_run_id_falls_back_to_the_latest(runs_dir):
+    at = ok(page("run", {"run": "no-such-run"}))
+    assert "There is no run" in at.warning[0].value
+    assert at.selectbox(key="run_pick").value == IDS[-1]
+
+
+def test_picking_another_run_updates_the_address(runs_dir):
+    at = page("run", {"run": RLCR})
+    at.selectbox(key="run_pick").set_value(IDS[0]).run()
+    ok(at)
+    assert at.query_params["run"] == IDS[0]
+    assert "binary" in at.title[0].value
+
+
+def test_empty_store(tmp_path, monkeypatch):
+    use_store(tmp_path, monkeypatch, copy=False)
+    assert "No runs yet" in texts(ok(page("run")))
+
+
+def test_samples_file_shape_matches_the_browser(runs_dir):
+    row = json.loads((runs_dir / RLCR / "samples.jsonl").read_text().splitlines()[0])
+    for key in ("step", "prompt", "completion", "answer", "target", "correct",
+                "confidence/verbalized", "confidence/answer_prob", "confidence/consistency"):
+        assert key in row
