@@ -26,7 +26,7 @@ from core.config import RunConfig
 
 RUNS_DIR_ENV = "CALIBRATION_LAB_RUNS"
 STATUSES = ("running", "finished", "failed", "stopped")
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch
 
 
 def default_runs_dir() -> Path:
@@ -169,15 +169,18 @@ class RunStore:
         return RunWriter(final)
 
     def path(self, run_id: str) -> Path:
-        if not SAFE_ID.match(run_id):
+        if not SAFE_ID.fullmatch(run_id):
             raise KeyError(f"{run_id!r} is not a valid run id")
         return self.root / run_id
 
     def ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
+        # A folder with neither file is not a run (e.g. runs/experiments/ of reports).
         return sorted((p.name for p in self.root.iterdir()
-                       if p.is_dir() and SAFE_ID.match(p.name)), reverse=True)
+                       if p.is_dir() and SAFE_ID.fullmatch(p.name)
+                       and ((p / "status.json").exists() or (p / "config.json").exists())),
+                      reverse=True)
 
     def load(self, run_id: str, metrics: bool = True) -> RunRecord:
         path = self.path(run_id)
@@ -186,16 +189,18 @@ class RunStore:
         try:
             status = json.loads((path / "status.json").read_text())
             config = json.loads((path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            if not isinstance(status, dict) or not isinstance(config, dict):
+                raise ValueError("status.json and config.json must hold JSON objects")
+            state, error = str(status.get("status", "damaged")), status.get("error")
+            if state == "running" and not pid_alive(status.get("pid")):
+                state, error = "failed", error or "the training process ended without reporting"
+            record = RunRecord(run_id, state, config, error, int(status.get("step", 0)),
+                               int(status.get("total_steps", 0)), status.get("started_at"),
+                               status.get("updated_at"), list(status.get("tags", [])),
+                               status.get("pid"))
+        except (OSError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
             return RunRecord(run_id, "damaged", {}, f"unreadable run folder: {e}", 0, 0,
                              None, None)
-        state, error = status.get("status", "damaged"), status.get("error")
-        if state == "running" and not pid_alive(status.get("pid")):
-            state, error = "failed", error or "the training process ended without reporting"
-        record = RunRecord(run_id, state, config, error, int(status.get("step", 0)),
-                           int(status.get("total_steps", 0)), status.get("started_at"),
-                           status.get("updated_at"), list(status.get("tags", [])),
-                           status.get("pid"))
         if metrics:
             record.train, record.evals = split_metrics(read_jsonl(path / "metrics.jsonl"))
         return record

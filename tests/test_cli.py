@@ -1,0 +1,127 @@
+"""Tests for the command line, run as a user runs it: `python -m core ...` in a subprocess.
+
+Every `train` here fails in preflight, before any weights load, so nothing trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.config import RunConfig, help_text
+from core.store import RUNS_DIR_ENV
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, runs_dir: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "10000"}  # no help wrapping
+    env.pop(RUNS_DIR_ENV, None)
+    if runs_dir is not None:
+        env[RUNS_DIR_ENV] = str(runs_dir)  # belt and braces: --runs-dir is passed too
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def model_without_config(tmp_path: Path) -> str:
+    folder = tmp_path / "empty-model"
+    folder.mkdir()
+    return str(folder)
+
+
+def model_without_weights(tmp_path: Path) -> str:
+    folder = tmp_path / "no-weights"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "tokenizer.json").write_text("{}")
+    return str(folder)
+
+
+# (test id, argv after `train`, a word the one-line error must contain)
+BAD_INPUTS = [
+    ("unknown-recipe", ["--recipe", "ppo"], "recipe"),
+    ("unknown-preset", ["--preset", "huge"], "preset"),
+    ("group-size-1", ["--group-size", "1"], "group_size"),
+    ("pass-k-above-n", ["--pass-k", "32"], "Pass@k"),
+    ("negative-steps", ["--steps", "-1"], "steps"),
+    ("zero-lr", ["--lr", "0"], "lr"),
+    ("nan-lr", ["--lr", "nan"], "lr"),
+    ("unknown-device", ["--device", "tpu"], "device"),
+    ("unknown-task", ["--task", "calculus"], "task"),
+    ("missing-model-path", ["--model", "/nonexistent/path"], "/nonexistent/path"),
+    ("model-without-config", [model_without_config], "config.json"),
+    ("model-without-weights", [model_without_weights], "weights"),
+]
+
+
+@pytest.mark.parametrize(("argv", "word"), [(a, w) for _, a, w in BAD_INPUTS],
+                         ids=[i for i, _, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line_and_no_run_folder(tmp_path, argv, word):
+    if callable(argv[0]):  # a model folder built for this test
+        argv = ["--model", argv[0](tmp_path)]
+    runs = tmp_path / "runs"
+    proc = run_cli("train", *argv, "--runs-dir", str(runs), runs_dir=runs)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr  # one line, not a traceback or argparse usage
+    assert lines[0].startswith("error: "), lines[0]
+    assert word in lines[0], lines[0]
+    assert proc.stdout == ""
+    assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())
+
+
+def test_train_help_documents_every_field():
+    proc = run_cli("train", "--help")
+    assert proc.returncode == 0, proc.stderr
+    out = squash(proc.stdout)
+    for name in ("--group-size", "--kl-beta", "--eval-every", "--no-eval", "--pass-k",
+                 "--preset", "--runs-dir"):
+        assert name in out, name
+    for f in dataclasses.fields(RunConfig):
+        assert flag(f.name) in out, f.name
+        # each flag's help is the field's own help text, word for word
+        assert squash(help_text(f.name)) in out, f.name
+
+
+def test_list_json_on_an_empty_runs_dir(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    proc = run_cli("list", "--json", "--runs-dir", str(runs))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+    assert proc.stdout.strip() == "[]"
+
+
+def test_list_json_shows_a_run_folder(tmp_path):
+    from core.store import RunStore
+
+    runs = tmp_path / "runs"
+    writer = RunStore(runs).create(RunConfig(recipe="psr", seed=4, steps=9))
+    writer.update_status(status="finished", step=9)
+    proc = run_cli("list", "--json", "--runs-dir", str(runs))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["id"], r["status"], r["recipe"], r["seed"], r["step"], r["total_steps"])
+            for r in rows] == [(writer.run_id, "finished", "psr", 4, 9, 9)]
+
+
+def test_show_unknown_or_unsafe_id_exits_2(tmp_path):
+    runs = tmp_path / "runs"
+    proc = run_cli("show", "../etc", "--runs-dir", str(runs))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ")
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,163 @@
+"""Tests for core.config: RunConfig validation, JSON round trips, presets and help texts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from core.config import (
+    FIELDS,
+    PRESETS,
+    RECIPE_NAMES,
+    ConfigError,
+    RunConfig,
+    build_config,
+    help_text,
+)
+from core.recipes import RECIPES
+
+# (overrides, words the message must contain: the field's name, so the user knows what to fix)
+IMPOSSIBLE = [
+    ({"group_size": 1}, ["group_size"]),
+    ({"group_size": 0}, ["group_size"]),
+    ({"pass_k": (32,)}, ["Pass@k", "eval_samples", "32"]),  # default n = 16
+    ({"pass_k": (0,)}, ["Pass@k"]),
+    ({"eval_samples": 4, "pass_k": (1, 8)}, ["Pass@k", "eval_samples", "8"]),
+    ({"steps": -1}, ["steps"]),
+    ({"lr": 0.0}, ["lr"]),
+    ({"lr": -1e-3}, ["lr"]),
+    ({"lr": float("nan")}, ["lr", "finite"]),
+    ({"lr": float("inf")}, ["lr", "finite"]),
+    ({"recipe": "ppo"}, ["recipe", "ppo"]),
+    ({"device": "tpu"}, ["device", "tpu"]),
+    ({"temperature": 0.0}, ["temperature"]),
+    ({"clip_eps": 1.5}, ["clip_eps"]),
+    ({"kl_beta": -0.1}, ["kl_beta"]),
+    ({"eval_every": -1}, ["eval_every"]),
+    ({"rlsf_threshold": 1.5}, ["rlsf_threshold"]),
+    ({"rlsf_signal": "entropy"}, ["rlsf_signal"]),
+    ({"model": "  "}, ["model"]),
+]
+
+
+IDS = [",".join(o) + "=" + repr(list(o.values())[-1]) for o, _ in IMPOSSIBLE]
+
+
+@pytest.mark.parametrize(("overrides", "words"), IMPOSSIBLE, ids=IDS)
+def test_impossible_settings_raise_config_error_naming_the_field(overrides, words):
+    with pytest.raises(ConfigError) as info:
+        RunConfig(**overrides)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        RunConfig(group_size=1, steps=-1)
+    assert "group_size" in str(info.value) and "steps" in str(info.value)
+
+
+def test_defaults_are_valid_and_match_the_papers():
+    c = RunConfig()
+    assert c.recipe == "binary"
+    assert c.clip_eps == 0.2  # PPO clip, SCIENCE.md
+    assert c.wr_lambda == 0.1  # W-REINFORCE lambda
+    assert c.rlsf_beta == 0.2 and c.rlsf_threshold == 0.9  # RLSF's code
+    assert c.kl_beta == 0.0
+    assert not c.scale_rewards  # RLCR's code: no / std
+
+
+def test_edge_values_that_are_allowed():
+    # the boundaries of the checks above are legal
+    RunConfig(group_size=2, steps=0, pass_k=(1, 16), eval_samples=16, kl_beta=0.0,
+              rlsf_threshold=1.0, eval_every=0)
+
+
+def test_json_round_trip():
+    c = RunConfig(recipe="rlcr", seed=7, steps=3, group_size=4, lr=5e-4, pass_k=(1, 4),
+                  eval_samples=4, scale_rewards=True, no_eval=True, device="cpu")
+    text = c.to_json()
+    d = json.loads(text)
+    assert d["pass_k"] == [1, 4]  # a list in JSON
+    back = RunConfig.from_dict(d)
+    assert back == c
+    assert back.pass_k == (1, 4) and isinstance(back.pass_k, tuple)
+    assert hash(back) == hash(c)  # frozen and hashable after the round trip
+    assert set(d) == set(FIELDS)
+
+
+def test_from_dict_rejects_unknown_keys():
+    with pytest.raises(ConfigError, match="bogus"):
+        RunConfig.from_dict({"steps": 3, "bogus": 1})
+
+
+def test_from_dict_validates():
+    with pytest.raises(ConfigError, match="group_size"):
+        RunConfig.from_dict({"group_size": 1})
+
+
+def test_replace_validates():
+    with pytest.raises(ConfigError, match="lr"):
+        RunConfig().replace(lr=0.0)
+
+
+def test_build_config_preset_and_overrides():
+    smoke = build_config("smoke")
+    for key, value in PRESETS["smoke"].items():
+        assert getattr(smoke, key) == value
+    # overrides win over the preset; None means "not given" and keeps the preset's value
+    c = build_config("smoke", steps=7, group_size=None, recipe="nsr")
+    assert c.steps == 7
+    assert c.group_size == PRESETS["smoke"]["group_size"]
+    assert c.recipe == "nsr"
+    assert c.eval_samples == PRESETS["smoke"]["eval_samples"]
+
+
+def test_build_config_without_preset_is_the_defaults_plus_overrides():
+    assert build_config() == RunConfig()
+    assert build_config(None, seed=3) == RunConfig(seed=3)
+
+
+def test_build_config_unknown_preset():
+    with pytest.raises(ConfigError, match="preset.*'huge'"):
+        build_config("huge")
+
+
+def test_build_config_rejects_unknown_overrides():
+    with pytest.raises(ConfigError, match="bogus"):
+        build_config("smoke", bogus=1)
+
+
+@pytest.mark.parametrize(("n", "ks"), [
+    (16, (1, 2, 4, 8, 16)),
+    (12, (1, 2, 4, 8)),
+    (1, (1,)),
+    (4, (1, 2, 4)),
+    (256, (1, 2, 4, 8, 16, 32, 64, 128, 256)),
+])
+def test_ks_defaults_to_powers_of_two_up_to_n(n, ks):
+    assert RunConfig(eval_samples=n).ks == ks
+
+
+def test_ks_explicit_list_is_sorted_and_deduplicated():
+    assert RunConfig(pass_k=(8, 1, 8, 3)).ks == (1, 3, 8)
+
+
+def test_every_field_has_a_help_text():
+    assert FIELDS  # not vacuous
+    for f in dataclasses.fields(RunConfig):
+        text = help_text(f.name)
+        assert isinstance(text, str) and text.strip(), f.name
+        assert "%" not in text, f"{f.name}: argparse would choke on a bare %"
+
+
+def test_recipe_help_names_every_recipe():
+    assert set(RECIPE_NAMES) == set(RECIPES)
+    for name in RECIPE_NAMES:
+        assert name in help_text("recipe")
