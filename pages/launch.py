@@ -9,6 +9,8 @@ from core.config import DEVICES, EMBEDDED_MODEL, FIELDS, PRESETS, RECIPE_NAMES, 
 from core.recipe_info import RECIPE_INFO
 from ui import common
 
+common.page_setup("Launch")
+
 FORM_FIELDS = ("task", "recipe", "seed", "steps", "prompts_per_step", "group_size", "lr",
                "lora_rank", "kl_beta", "temperature", "eval_every", "eval_prompts",
                "eval_samples", "wr_lambda", "rlsf_beta", "rlsf_threshold", "rlsf_signal",
@@ -126,7 +128,8 @@ if problems:
 else:
     est = api.estimate(config, runs)
     st.info(f"Estimated run time: about **{api.fmt_duration(est.seconds)}** alone on this "
-            f"machine ({est.basis}). {api.n_evals(config)} evaluations of "
+            f"machine ({est.basis}).  \n{config.steps} steps of {config.prompts_per_step} "
+            f"prompts × G = {config.group_size}; {api.n_evals(config)} evaluations of "
             f"{config.eval_prompts} prompts × n = {config.eval_samples}.")
 running = [r for r in runs if r.status == "running"]
 if len(running) >= 2:

@@ -7,6 +7,8 @@ import streamlit as st
 from core import api
 from ui import charts, common
 
+common.page_setup("Run")
+
 runs = api.list_runs()
 if not runs:
     st.title(":material/monitoring: Run")
@@ -77,11 +79,7 @@ def live() -> None:
 
     st.subheader("Confidence and calibration")
     steps = [e["step"] for e in r.evals]
-    # Follow the newest evaluation unless the user moved the slider back.
-    last = st.session_state.get("run_last_eval")
-    if st.session_state.get("run_step") not in steps or st.session_state.get("run_step") == last:
-        st.session_state["run_step"] = steps[-1]
-    st.session_state["run_last_eval"] = steps[-1]
+    common.follow("run_step", steps[-1], steps)  # the newest, unless the user moved back
     s1, s2 = st.columns([1, 2])
     signal = s1.selectbox("Confidence signal", api.SIGNALS, key="run_signal",
                           format_func=api.SIGNAL_LABELS.get,
@@ -106,9 +104,8 @@ def live() -> None:
     m[3].metric("mean confidence", common.fmt_num(cal.get("mean_confidence")))
     m[4].metric("accuracy", common.fmt_num(ev.get("accuracy")))
 
-    default_k = sorted({steps[0], steps[-1]})
-    chosen = st.multiselect("Pass@k curves at evaluation steps", steps, default=default_k,
-                            key="run_pk_steps")
+    common.follow("run_pk_steps", sorted({steps[0], steps[-1]}), steps)
+    chosen = st.multiselect("Pass@k curves at evaluation steps", steps, key="run_pk_steps")
     p1, p2 = st.columns(2)
     palette = charts.PALETTE
     p1.plotly_chart(charts.pass_at_k(
@@ -123,8 +120,8 @@ def live() -> None:
         return
     f1, f2, f3 = st.columns(3)
     sample_steps = sorted({s["step"] for s in samples})
-    at = f1.selectbox("At step", ["all", *sample_steps], index=len(sample_steps),
-                      key="run_samples_step")
+    common.follow("run_samples_step", sample_steps[-1], ["all", *sample_steps])
+    at = f1.selectbox("At step", ["all", *sample_steps], key="run_samples_step")
     outcome = f2.radio("Outcome", ["all", "wrong", "right"], horizontal=True,
                        key="run_samples_outcome")
     text = f3.text_input("Prompt contains", key="run_samples_text")

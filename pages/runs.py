@@ -8,6 +8,8 @@ import streamlit as st
 from core import api
 from ui import common
 
+common.page_setup("Runs")
+
 st.title(":material/folder_open: Runs")
 runs = api.list_runs()
 st.caption(f"Run folder: `{api.runs_dir().resolve()}` · {len(runs)} runs. Runs live on disk: "

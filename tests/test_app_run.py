@@ -154,3 +154,24 @@ def test_samples_file_shape_matches_the_browser(runs_dir):
     for key in ("step", "prompt", "completion", "answer", "target", "correct",
                 "confidence/verbalized", "confidence/answer_prob", "confidence/consistency"):
         assert key in row
+
+
+def test_live_views_follow_new_evaluations_unless_the_user_moved_them(runs_dir):
+    metrics = runs_dir / RLCR / "metrics.jsonl"
+    rows = metrics.read_text().splitlines()
+    steps = [json.loads(r)["step"] for r in rows]
+    upto = lambda s: "\n".join(r for r, k in zip(rows, steps, strict=True) if k <= s) + "\n"  # noqa: E731
+    metrics.write_text(upto(0))
+    set_status(runs_dir, RLCR, status="running", pid=os.getpid(), step=0)
+    at = ok(page("run", {"run": RLCR}))
+    assert "One evaluation so far" in texts(at)
+    metrics.write_text(upto(2))
+    at.run()
+    assert at.select_slider(key="run_step").value == 2
+    assert at.multiselect(key="run_pk_steps").value == [0, 2]
+    at.select_slider(key="run_step").set_value(0).run()
+    metrics.write_text(upto(4))
+    at.run()
+    ok(at)
+    assert at.select_slider(key="run_step").value == 0  # the user's choice stays
+    assert at.multiselect(key="run_pk_steps").value == [0, 4]  # untouched: follows

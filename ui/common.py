@@ -16,8 +16,25 @@ from core.store import RunRecord
 REFRESH_SECONDS = 2.0  # live views poll the run folder this often
 STATUS_COLORS = {"running": "blue", "finished": "green", "failed": "red", "stopped": "gray",
                  "damaged": "orange"}
-PAGES = {"launch": "pages/launch.py", "run": "pages/run.py",
+PAGES = {"home": "app.py", "launch": "pages/launch.py", "run": "pages/run.py",
          "compare": "pages/compare.py", "runs": "pages/runs.py"}
+
+
+NAV = (("home", "Home", ":material/home:"), ("launch", "Launch", ":material/rocket_launch:"),
+       ("run", "Run", ":material/monitoring:"), ("compare", "Compare", ":material/compare_arrows:"),
+       ("runs", "Runs", ":material/folder_open:"))
+
+
+def page_setup(title: str) -> None:
+    """First call of every page: wide layout, the lab's own sidebar navigation (Streamlit's
+    is hidden in .streamlit/config.toml, it would show file names), and the device probe."""
+    st.set_page_config(page_title=f"{title} · Calibration Lab", page_icon=":material/target:",
+                       layout="wide")
+    api.detected_device()  # starts the subprocess probe once; never blocks
+    with st.sidebar:
+        st.markdown("### :material/target: Calibration Lab")
+        for page, label, icon in NAV:
+            st.page_link(PAGES[page], label=label, icon=icon)
 
 
 def status_text(status: str) -> str:
@@ -34,16 +51,17 @@ def recipe_of(r: RunRecord) -> str:
     return str(r.config.get("recipe", "?"))
 
 
-def run_label(r: RunRecord | None, run_id: str = "", md: bool = False) -> str:
-    """`rlcr · seed 0 · 11-28 13:21 · add · finished` - what a person picks a run by."""
-    if r is None:
-        return f"{run_id} (missing)"
-    when = time.strftime("%m-%d %H:%M", time.localtime(r.started_at)) if r.started_at else "?"
+def run_label(r: RunRecord, status: bool = False) -> str:
+    """`rlcr · seed 0 · add · 11-28 13:21 (a262)` - what a person picks a run by.
+
+    Pickers leave the status out: a select box keeps showing an option's first label after
+    the run's status changes, so it would say "running" for a finished run. Links show it."""
     if r.status == "damaged":
         return f"{r.id} · damaged"
-    return (f"{recipe_of(r)} · seed {r.config.get('seed', '?')} · {when} · "
-            f"{r.config.get('task', '?')} · "
-            f"{status_md(r.status) if md else status_text(r.status)}")
+    when = time.strftime("%m-%d %H:%M", time.localtime(r.started_at)) if r.started_at else "?"
+    label = (f"{recipe_of(r)} · seed {r.config.get('seed', '?')} · {r.config.get('task', '?')}"
+             f" · {when} ({r.id[-4:]})")
+    return f"{label} · {status_md(r.status)}" if status else label
 
 
 def latex_lines(formula: str, width: int = 60) -> str:
@@ -83,6 +101,19 @@ def query_run_id() -> str | None:
     """The run a page should show: ?run=... in the address, else the last one opened."""
     rid = st.query_params.get("run")
     return rid or st.session_state.get("run_id")
+
+
+def follow(key: str, value: Any, valid: Sequence[Any]) -> None:
+    """Set widget `key` to `value` (e.g. the newest evaluation) before it is drawn, unless
+    the user has moved it away from what this function set last time; a live view then
+    follows a running run without fighting the user."""
+    auto = f"{key}__auto"
+    current = st.session_state.get(key)
+    values = current if isinstance(current, list) else [current]
+    if (key not in st.session_state or current == st.session_state.get(auto)
+            or any(v not in valid for v in values)):
+        st.session_state[key] = value
+    st.session_state[auto] = value
 
 
 def open_run(run_id: str) -> None:
