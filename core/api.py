@@ -208,6 +208,22 @@ def export_zip(run_id: str, root: Path | str | None = None) -> bytes:
 
 # --- configs -----------------------------------------------------------------------------
 
+def task_choices() -> dict[str, str]:
+    """Task name -> what it asks, in words, read from the task definitions themselves."""
+    from core.tasks import TASKS
+
+    words = {"+": "addition", "-": "subtraction", "*": "multiplication"}
+    out = {}
+    for name, task in TASKS.items():
+        ops = tuple(getattr(task, "ops", ()))
+        digits = sorted(set(getattr(task, "digits", ())))
+        what = " and ".join(words.get(o, o) for o in ops) or "questions"
+        size = (f"{digits[0]}-{digits[-1]} digit " if len(digits) > 1
+                else f"{digits[0]} digit " if digits else "")
+        out[name] = f"{name} — {size}{what}"
+    return out
+
+
 def check_config(values: dict[str, Any], preset: str | None = None,
                  device: DeviceInfo | None = None) -> tuple[RunConfig | None, list[str]]:
     """A config from form values, or the problems, each in plain words (never raises)."""
@@ -260,7 +276,7 @@ def groups(runs: list[RunRecord], prefix: str = CLASSIC_PREFIX) -> dict[str, lis
     recently started run comes first."""
     out: dict[str, list[str]] = {}
     newest: dict[str, tuple[float, str]] = {}
-    for r in sorted(runs, key=lambda r: r.id):
+    for r in sorted(runs, key=lambda r: (r.started_at or 0.0, r.id)):  # launch order
         for t in r.tags:
             if t.startswith(prefix):
                 out.setdefault(t, []).append(r.id)
@@ -404,6 +420,7 @@ class DeviceInfo:
     cuda: bool = False
     name: str = ""
     detail: str = ""
+    pending: bool = False  # the probe has not answered yet
 
     @property
     def auto(self) -> str:
@@ -449,5 +466,5 @@ def detected_device(wait: float = 0.0) -> DeviceInfo:
             _device_thread.start()
     if wait > 0:
         _device_thread.join(wait)
-    return _device or DeviceInfo(False)
+    return _device or DeviceInfo(False, pending=True)
 

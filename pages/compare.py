@@ -83,6 +83,8 @@ def comparison() -> None:
                             color=col, mode="lines+markers" if source == "eval" else "lines")
               for n, r, col in zip(names, records, colors, strict=True)]
     st.plotly_chart(charts.lines(series, metric, y_title=metric), key="compare_chart_metric")
+    st.caption("Runs with the same model, task and seed start from the same step-0 "
+               "evaluation, so their first points coincide; they part as training goes on.")
 
     p1, p2 = st.columns(2)
     p1.plotly_chart(charts.pass_at_k(

@@ -15,8 +15,7 @@ FORM_FIELDS = ("task", "recipe", "seed", "steps", "prompts_per_step", "group_siz
                "lora_rank", "kl_beta", "temperature", "eval_every", "eval_prompts",
                "eval_samples", "wr_lambda", "rlsf_beta", "rlsf_threshold", "rlsf_signal",
                "device")
-TASKS = {"add": "add — 2-3 digit addition (easier)",
-         "mix": "mix — 3-4 digit addition and subtraction (harder)"}
+TASKS = api.task_choices()
 
 
 def defaults(preset: str) -> dict:
@@ -56,7 +55,7 @@ model = EMBEDDED_MODEL
 if model_kind.startswith("other"):
     model = c1.text_input("Model folder or hub id", key="launch_model_path",
                           placeholder="/path/to/model or Qwen/Qwen2.5-0.5B-Instruct").strip()
-c2.selectbox("Task and difficulty", list(TASKS), format_func=TASKS.get, key="launch_task",
+c2.selectbox("Task (difficulty)", list(TASKS), format_func=TASKS.get, key="launch_task",
              help=help_text("task"))
 recipe = c3.selectbox("Recipe", RECIPE_NAMES, key="launch_recipe", help=help_text("recipe"))
 c3.caption(RECIPE_INFO[recipe].summary)
@@ -102,8 +101,19 @@ pass_k_text = e4.text_input("Pass@k values", key="launch_pass_k", placeholder="1
 
 st.subheader("Machine")
 st.radio("Device", DEVICES, key="launch_device", horizontal=True, help=help_text("device"))
-st.caption(f"Detected: {device.describe()}" + (f" → auto uses **{device.auto}**"
-                                                 if device.known else ""))
+
+
+@st.fragment(run_every=1.0 if device.pending else None)
+def detected() -> None:
+    """What auto will use; while the probe runs, poll until it answers, then rerun once."""
+    now = api.detected_device()
+    if device.pending and not now.pending:
+        st.rerun()
+    st.caption(f"Detected: {now.describe()}" + (f" → auto uses **{now.auto}**"
+                                                if now.known else ""))
+
+
+detected()
 
 values = {f: st.session_state[f"launch_{f}"] for f in FORM_FIELDS}
 values["model"] = model
