@@ -1,4 +1,4 @@
-"""Command line: `python -m core train | list | show | stop`."""
+"""Command line: `python -m core train | list | show | stop | experiment`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +15,18 @@ from core.model_source import ModelError
 from core.store import RUNS_DIR_ENV, RunStore
 
 EXIT_BAD_INPUT = 2
+EXPERIMENT_OWN_FIELDS = ("recipe", "seed", "threads")  # set per run by the experiment
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, skip: Collection[str] = ()) -> None:
     """One flag per RunConfig field, documented with the field's own help text."""
     for f in dataclasses.fields(RunConfig):
+        if f.name in skip:
+            continue
         help_text = f"{f.metadata['help']} (default: {f.default!r})"
         if f.type in ("bool", bool):
             parser.add_argument(_flag(f.name), dest=f.name, default=None, help=help_text,
@@ -60,6 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop", help="stop a running run after its current step")
     stop.add_argument("run_id")
     _runs_dir_flag(stop)
+    experiment = sub.add_parser(
+        "experiment", help="run every recipe x seeds in parallel and write a report",
+        description="Train one run per (recipe, seed) with one shared set of settings "
+        "(core.experiment.EXPERIMENT_SETTINGS; setting flags override it for every run), "
+        "then write report.html, summary.csv and summary.json. Prints the output folder.")
+    experiment.add_argument("name", choices=["classic"], help="which experiment")
+    experiment.add_argument("--seeds", default="0,1,2", metavar="S,S,...",
+                            help="Seeds, comma-separated (default: 0,1,2).")
+    experiment.add_argument("--recipes", default=None, metavar="R,R,...",
+                            help="Recipes, comma-separated (default: all six).")
+    experiment.add_argument("--workers", type=int, default=None,
+                            help="Parallel runs (default: the number of CPU cores).")
+    experiment.add_argument("--out", type=Path, default=None,
+                            help="Output folder (default: runs/experiments/classic-TASK-TIME).")
+    _add_config_flags(experiment, skip=EXPERIMENT_OWN_FIELDS)
+    _runs_dir_flag(experiment)
     execute = sub.add_parser("_execute", help=argparse.SUPPRESS)
     execute.add_argument("run_dir", type=Path)
     return parser
@@ -146,8 +166,34 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from core.experiment import CLASSIC_RECIPES, run_classic
+
+    overrides = {name: getattr(args, name) for name in FIELDS
+                 if name not in EXPERIMENT_OWN_FIELDS and name != "task"}
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        return _fail(f"--seeds takes comma-separated integers like 0,1,2, got {args.seeds!r}")
+    try:
+        recipes = ([r.strip() for r in args.recipes.split(",") if r.strip()]
+                   if args.recipes else list(CLASSIC_RECIPES))
+        result = run_classic(task=args.task or "add", seeds=seeds, recipes=recipes,
+                             workers=args.workers, out=args.out, runs_dir=args.runs_dir,
+                             overrides=overrides)
+    except (ConfigError, ModelError, ValueError) as e:
+        return _fail(str(e))
+    for t in result.summary["targets"]:
+        print(f"  {t['status']:<7} {t['title']}", file=sys.stderr)
+    print(f"report: {result.out / 'report.html'}", file=sys.stderr)
+    print(result.out)
+    if result.interrupted:
+        return 130
+    return 1 if result.failed else 0
+
+
 COMMANDS = {"train": cmd_train, "list": cmd_list, "show": cmd_show, "stop": cmd_stop,
-            "_execute": cmd_execute}
+            "experiment": cmd_experiment, "_execute": cmd_execute}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,245 @@
+"""The experiment report: plain Plotly figures and one self-contained HTML page.
+
+Everything here is a pure function of the experiment's summary dict (see
+`core.experiment.build_summary`), so a report can be rebuilt from `summary.json` alone.
+Charts come from `ui.charts` (plotly only, no streamlit), the same ones the app draws.
+The page inlines plotly.js once and loads nothing from the network.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from ui import charts
+
+ANSWER_PROB_COLOR = "#7f7f7f"
+CURVES = (  # (summary metric key, title, y range); "pass@K" stands for the largest k
+    ("accuracy", "Held-out accuracy (sampled, Pass@1)", (0, 1.02)),
+    ("pass@K", "Pass@{k}", (0, 1.02)),
+    ("verbalized/ece", "Verbalized confidence: ECE ↓", (0, 1.02)),
+    ("verbalized/auroc", "Verbalized confidence: AUROC (0.5 = blind)", (0, 1.02)),
+    ("answer_prob/ece", "Answer probability: ECE ↓", (0, 1.02)),
+    ("answer_prob/overconfidence", "Answer probability: overconfidence", None),
+)
+STATUS_COLORS = {"PASS": "#2ca02c", "FAIL": "#d62728", "not run": "#7f7f7f",
+                 "report": "#1f77b4"}
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
+max-width:1400px;padding:0 16px;color:#222}
+h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0;font-size:.9em}
+td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f5f5f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.sd{color:#888;font-size:.85em}.grid{display:grid;gap:12px;
+grid-template-columns:repeat(auto-fill,minmax(420px,1fr))}
+.pair{display:grid;gap:12px;grid-template-columns:1fr 1fr}
+.badge{display:inline-block;color:#fff;border-radius:4px;padding:1px 8px;font-weight:600}
+.question{font-size:1.1em;background:#f7f7fb;border-left:4px solid #1f77b4;padding:8px 12px}
+.note{color:#555;font-style:italic}.settings td{font-family:ui-monospace,monospace}
+"""
+
+
+def _color(recipe: str) -> str | None:
+    return charts.RECIPE_COLORS.get(recipe)
+
+
+def _k_key(summary: dict[str, Any], key: str) -> str:
+    return key.replace("pass@K", f"pass@{summary['pass_k_max']}")
+
+
+# --- figures: pure functions of the summary ------------------------------------------------
+def curve_figure(summary: dict[str, Any], key: str, title: str,
+                 y_range: Sequence[float] | None = None) -> go.Figure:
+    """One metric over training steps, mean over seeds, one line per recipe; a metric without
+    a fixed range (overconfidence) gets a dotted zero line."""
+    key = _k_key(summary, key)
+    series = [charts.Series(recipe, c["step"], c.get(key, []), _color(recipe))
+              for recipe, c in summary["curves"].items()]
+    fig = charts.lines(series, title.format(k=summary["pass_k_max"]), y_range=y_range)
+    if y_range is None:  # a signed metric: mark zero
+        fig.add_hline(y=0, line={"color": "#999999", "dash": "dot", "width": 1})
+    return fig
+
+
+def _as_eval(cal: dict[str, Any] | None, step: Any, signal: str = "verbalized") -> dict:
+    """A pooled calibration table dressed as a store eval entry, for ui.charts."""
+    return {"step": step, "calibration": {signal: cal or {}}}
+
+
+def reliability_figure(summary: dict[str, Any], recipe: str) -> go.Figure:
+    """A recipe's final reliability diagram against the diagonal, pooled over seeds:
+    verbalized confidence in the recipe's color, answer probability in grey."""
+    end = summary["calibration"][recipe]["end"]
+    items = [("verbalized", _as_eval(end["verbalized"], end["step"]), _color(recipe)),
+             ("answer probability", _as_eval(end["answer_prob"], end["step"]),
+              ANSWER_PROB_COLOR)]
+    return charts.reliability(items, "verbalized",
+                              title=f"{recipe}: reliability at step {end['step']}")
+
+
+def histogram_figure(summary: dict[str, Any], recipe: str, when: str,
+                     signal: str = "verbalized") -> go.Figure:
+    """Counts per confidence bin, correct and wrong stacked, pooled over seeds."""
+    part = summary["calibration"][recipe][when]
+    return charts.confidence_histogram(_as_eval(part[signal], part["step"], signal), signal,
+                                       label=f" — {recipe} ({when})")
+
+
+# --- HTML ------------------------------------------------------------------------------------
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _num(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def _cell(agg: dict[str, Any]) -> str:
+    sd = f" <span class='sd'>± {agg['sd']:.3f}</span>" if agg.get("sd") is not None else ""
+    return _num(agg.get("mean")) + sd
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h {s // 60 % 60:02d}m {s % 60:02d}s" if s >= 3600 else \
+        f"{s // 60}m {s % 60:02d}s"
+
+
+class _Figures:
+    """Turns figures into divs; plotly.js is inlined with the first one only."""
+
+    def __init__(self) -> None:
+        self.first = True
+
+    def __call__(self, fig: go.Figure) -> str:
+        div = pio.to_html(fig, full_html=False, include_plotlyjs=self.first,
+                          config={"displaylogo": False, "responsive": True})
+        self.first = False
+        return f"<div>{div}</div>"
+
+
+def settings_table(settings: dict[str, Any], columns: int = 3) -> str:
+    items = sorted(settings.items())
+    rows = (len(items) + columns - 1) // columns
+    body = []
+    for r in range(rows):
+        cells = []
+        for c in range(columns):
+            i = c * rows + r
+            if i < len(items):
+                k, v = items[i]
+                cells.append(f"<th>{_e(k)}</th><td>{_e(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return "<table class='settings'>" + "".join(body) + "</table>"
+
+
+def metrics_table(summary: dict[str, Any]) -> str:
+    """Rows: metrics; columns: recipes; cells: start → end, mean ± sd over seeds."""
+    recipes = list(summary["aggregates"])
+    if not recipes:
+        return "<p>No run finished, so there is nothing to aggregate.</p>"
+    head = "<tr><th>metric</th>" + "".join(
+        f"<th style='color:{_color(r) or '#222'}'>{_e(r)} "
+        f"<span class='sd'>(n = {summary['aggregates'][r]['accuracy']['end']['n']})</span></th>"
+        for r in recipes) + "</tr>"
+    rows = []
+    for m in summary["metrics"]:
+        cells = []
+        for r in recipes:
+            agg = summary["aggregates"][r][m["key"]]
+            cells.append(f"<td class='num'>{_cell(agg['start'])} → <b>{_cell(agg['end'])}</b>"
+                         "</td>")
+        rows.append(f"<tr><th>{_e(m['label'])}</th>{''.join(cells)}</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def targets_html(targets: Sequence[dict[str, Any]]) -> str:
+    out = []
+    for t in targets:
+        color = STATUS_COLORS.get(t["status"], "#7f7f7f")
+        checks = "".join(
+            f"<tr><td>{'✓' if c['passed'] else '–' if c['passed'] is None else '✗'}</td>"
+            f"<td>{_e(c['label'])}</td><td class='num'>{_e(c['measured'])}</td></tr>"
+            for c in t["checks"])
+        table = (f"<table><tr><th></th><th>check</th><th>measured (mean over seeds)</th></tr>"
+                 f"{checks}</table>") if checks else ""
+        note = f"<p class='note'>{_e(t['note'])}</p>" if t.get("note") else ""
+        out.append(f"<h3><span class='badge' style='background:{color}'>{_e(t['status'])}"
+                   f"</span> {_e(t['title'])}</h3>{table}{note}")
+    return "".join(out)
+
+
+def runs_table(runs: Sequence[dict[str, Any]]) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(r['id'] or '—')}</td><td>{_e(r['recipe'])}</td><td>{_e(r['seed'])}</td>"
+        f"<td>{_e(r['status'])}</td><td class='num'>{_num(r['start'].get('accuracy'))} → "
+        f"{_num(r['end'].get('accuracy'))}</td><td>{_e(r.get('error') or '')}</td></tr>"
+        for r in runs)
+    return ("<table><tr><th>run id</th><th>recipe</th><th>seed</th><th>status</th>"
+            f"<th>accuracy start → end</th><th>error</th></tr>{rows}</table>")
+
+
+def _provenance(summary: dict[str, Any]) -> str:
+    """Where the settings came from: the experiment preset and any overrides."""
+    def kv(d: dict[str, Any]) -> str:
+        return ", ".join(f"{k} = {v!r}" for k, v in d.items()) or "none"
+
+    if "experiment_settings" not in summary:
+        return ""
+    return (f"<p>EXPERIMENT_SETTINGS: <code>{_e(kv(summary['experiment_settings']))}</code>. "
+            f"Overridden for this experiment: <code>{_e(kv(summary.get('overrides', {})))}"
+            "</code>. Threads per run = cores ÷ workers.</p>")
+
+
+def render_report(summary: dict[str, Any]) -> str:
+    """The whole report as one self-contained HTML page."""
+    fig = _Figures()
+    recipes = list(summary["aggregates"])
+    n_failed = sum(r["status"] != "finished" for r in summary["runs"])
+    title = f"Classic experiment — task {summary['task']}"
+    parts = [
+        f"<h1>{_e(title)}</h1>",
+        f"<p class='question'><b>The question.</b> {_e(summary['question'])}</p>",
+        f"<p>Recipes {_e(', '.join(summary['recipes']))}; seeds "
+        f"{_e(', '.join(map(str, summary['seeds'])))}; {len(summary['runs'])} runs, "
+        f"{n_failed} not finished. Wall time {_clock(summary['wall_seconds'])} "
+        f"({summary['wall_seconds']:.0f} s)."
+        + (" <b>Interrupted</b>: some runs were stopped early." if summary.get("interrupted")
+           else "") + (f" Written {_e(summary['created_at'])}." if summary.get("created_at")
+                       else "") + "</p>",
+        "<h2>Settings</h2><p>One set of settings for every recipe (and for both tasks); "
+        "only the recipe and the seed differ between runs.</p>",
+        _provenance(summary),
+        settings_table(summary["settings"]),
+        "<h2>Targets</h2><p>Fixed thresholds checked against the measured means over seeds; "
+        "the settings are the same for every recipe and are not tuned to pass.</p>",
+        targets_html(summary["targets"]),
+        "<h2>Start → end, mean ± sd over seeds</h2>",
+        f"<p>Start = step 0 (the embedded model before training), end = the final "
+        f"evaluation. Pass@k at the largest k evaluated, k = {summary['pass_k_max']}.</p>",
+        metrics_table(summary),
+    ]
+    if recipes:
+        parts += ["<h2>Over training</h2><p>Each line is a recipe's mean over its finished "
+                  "seeds at every evaluation. Overconfidence = mean confidence − accuracy."
+                  "</p><div class='grid'>",
+                  *(fig(curve_figure(summary, key, t, yr)) for key, t, yr in CURVES), "</div>",
+                  "<h2>Final reliability diagrams</h2><p>Accuracy against mean confidence per "
+                  "bin, pooled over seeds; a calibrated model follows the diagonal. Marker "
+                  "size grows with the bin's share of samples.</p><div class='grid'>",
+                  *(fig(reliability_figure(summary, r)) for r in recipes), "</div>",
+                  "<h2>Verbalized confidence histograms: start vs end</h2>"
+                  "<p>Samples per confidence bin, correct and wrong stacked, pooled over seeds."
+                  "</p>"]
+        for r in recipes:
+            parts += ["<div class='pair'>", fig(histogram_figure(summary, r, "start")),
+                      fig(histogram_figure(summary, r, "end")), "</div>"]
+    parts += ["<h2>Runs</h2>", runs_table(summary["runs"])]
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+            + "".join(parts) + "</body></html>")
