@@ -49,7 +49,7 @@ g1.selectbox("Group (tag)", list(groups), key="compare_group", on_change=pick_gr
              index=None, placeholder="choose a tagged group",
              help="Runs launched together share a tag, e.g. classic-<time>.")
 g2.multiselect("Runs", list(by_id), key="compare_runs", format_func=lambda i:
-               common.run_label(by_id[i]))
+               common.short_label(by_id[i]))
 ids = [i for i in st.session_state["compare_runs"] if i in by_id]
 st.session_state["compare_ids"] = ids
 if not ids:
