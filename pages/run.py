@@ -94,8 +94,11 @@ def live() -> None:
     ev = next(e for e in r.evals if e["step"] == step)
     h1, h2 = st.columns(2)
     h1.plotly_chart(charts.confidence_histogram(ev, signal), key="run_chart_hist")
-    h2.plotly_chart(charts.reliability([(f"step {step}", ev, "#1f77b4")], signal,
-                                       f"Reliability at step {step}"), key="run_chart_rel")
+    shown = [(f"step {step}", ev, "#1f77b4")]
+    if step != steps[0]:  # the starting point, faded, to see how far training moved it
+        shown.insert(0, (f"step {steps[0]}", r.evals[0], "#c7c7c7"))
+    h2.plotly_chart(charts.reliability(shown, signal, f"Reliability at step {step}"),
+                    key="run_chart_rel")
     cal = (ev.get("calibration") or {}).get(signal) or {}
     m = st.columns(5)
     m[0].metric("ECE", common.fmt_num(cal.get("ece")))

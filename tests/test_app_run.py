@@ -57,6 +57,10 @@ def test_histogram_and_reliability_follow_signal_and_step(runs_dir):
     assert diagonal["x"] == [0, 1] and diagonal["y"] == [0, 1]
     filled = [b for b in first["reliability"] if b["count"]]
     assert points["y"] == [b["accuracy"] for b in filled]
+    at.select_slider(key="run_step").set_value(evals[-1]["step"]).run()
+    names = [t["name"] for t in figure(at, "Reliability")["data"]]
+    assert names[1].startswith(f"step {evals[0]['step']}")  # the start, for reference
+    assert names[2].startswith(f"step {evals[-1]['step']}")
 
 
 def test_pass_at_k_uses_a_log_axis_and_the_chosen_steps(runs_dir):

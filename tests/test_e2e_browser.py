@@ -161,11 +161,15 @@ def test_launch_watch_and_inspect_a_run_in_chromium(app_url):
             assert len(drawn) >= 6, drawn
             hist = next(v for k, v in drawn.items() if k.startswith("Confidence histogram"))
             assert {t["name"] for t in hist} == {"correct", "wrong"}
-            assert sum(sum(t["y"]) for t in hist) == 16 * 4  # every eval sample, binned
+            last = [json.loads(line) for line in
+                    (runs / run_id / "metrics.jsonl").read_text().splitlines()][-1]
+            binned = last["eval/calibration/verbalized/count"]  # well-formed samples of 64
+            assert 0 < binned <= 16 * 4
+            assert sum(sum(t["y"]) for t in hist) == binned
             passk = next(v for k, v in drawn.items() if k == "Pass@k")
             assert passk and all(len(t["y"]) == 3 for t in passk)  # k = 1, 2, 4
             rel = next(v for k, v in drawn.items() if k.startswith("Reliability"))
-            assert len(rel) == 2 and rel[1]["y"]  # the diagonal and the binned points
+            assert len(rel) == 3 and rel[-1]["y"]  # diagonal, step 0 (faded), last step
             assert any(k.startswith("Accuracy") for k in drawn)
             screenshot(page, "2-run-finished")
 
