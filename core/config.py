@@ -35,8 +35,8 @@ class RunConfig:
     # --- what to train -------------------------------------------------------------
     model: str = _f(EMBEDDED_MODEL, "Model: 'embedded' (the lab's tiny arithmetic model), a "
                     "local folder saved with save_pretrained, or a Hugging Face hub id.")
-    task: str = _f("add", "Task: 'add' (2-3 digit addition) or 'mix' (harder: 3-4 digit "
-                   "addition and subtraction).")
+    task: str = _f("add", "Task: 'add' (addition of 2-4 digit numbers) or 'mix' (harder: "
+                   "2-4 digit addition and subtraction).")
     recipe: str = _f("binary", "Reward recipe: " + ", ".join(RECIPE_NAMES) + ". See SCIENCE.md.")
     seed: int = _f(0, "Random seed for sampling, LoRA initialisation and the training prompts.")
     # --- RL loop -------------------------------------------------------------------
@@ -44,7 +44,7 @@ class RunConfig:
     prompts_per_step: int = _f(16, "Distinct training prompts per step.")
     group_size: int = _f(8, "G: completions sampled per prompt; the group baseline needs G >= 2.")
     temperature: float = _f(1.0, "Sampling temperature for training rollouts.")
-    max_new_tokens: int = _f(8, "Longest completion, in tokens.")
+    max_new_tokens: int = _f(10, "Longest completion, in tokens.")
     lr: float = _f(1e-3, "Adam learning rate for the LoRA weights.")
     adam_beta2: float = _f(0.99, "Adam beta2; lower reacts faster on a small, noisy policy.")
     max_grad_norm: float = _f(1.0, "Gradient-norm clip; 0 turns clipping off.")

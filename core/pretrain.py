@@ -32,7 +32,7 @@ from core.tasks import TASKS, Example
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 CHARS = list("0123456789+-*=;C")
 SEED = 0
-STEPS = 1000
+STEPS = 800
 BATCH = 256
 LR = 2e-3
 WARMUP = 100
@@ -162,8 +162,8 @@ a verbalized confidence on ten levels, q = (d + 0.5) / 10.
 
 ## How it was built
 `python -m core.pretrain` (deterministic on a given machine): plain log-likelihood on
-clean arithmetic, half from the `add` task (2-3 digit addition) and half from `mix`
-(3-4 digit addition and subtraction), never on a held-out question; {steps} steps of
+clean arithmetic, half from the `add` task (addition of 2-4 digit numbers) and half from
+`mix` (2-4 digit addition and subtraction), never on a held-out question; {steps} steps of
 batch {batch}, AdamW lr {lr} with {warmup} warm-up steps, stopped early so the model
 is only partly competent. It took {minutes:.1f} minutes on 2 CPU cores.
 

@@ -89,8 +89,8 @@ class ArithmeticTask:
 
 
 TASKS: dict[str, ArithmeticTask] = {
-    "add": ArithmeticTask("add", ops=("+",), digits=(2, 3)),
-    "mix": ArithmeticTask("mix", ops=("+", "-"), digits=(3, 4)),
+    "add": ArithmeticTask("add", ops=("+",), digits=(2, 3, 4)),
+    "mix": ArithmeticTask("mix", ops=("+", "-"), digits=(2, 3, 4)),
 }
 
 
