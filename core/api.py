@@ -3,9 +3,6 @@
 Pages import this module, `core.config`, `core.recipe_info` and `core.store`, nothing else
 from core. Everything here reads or writes the run folders on disk, so closing the browser
 or restarting the app loses nothing: a restarted app finds every run again.
-
-Tags live in a sidecar `tags.json` in the run folder, not in `status.json`: the training
-process rewrites `status.json` from its own copy, which would drop a tag written beside it.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ from core.store import RunRecord, RunStore, default_runs_dir, read_jsonl, split_
 CLASSIC_RECIPES = ("binary", "rlcr", "psr", "nsr")
 CLASSIC_PREFIX = "classic-"
 CLASSIC_PRESET = "quick"
-TAGS_FILE = "tags.json"
 SIGNALS = ("verbalized", "answer_prob", "consistency")
 SIGNAL_LABELS = {"verbalized": "verbalized (stated q)", "answer_prob": "answer probability",
                  "consistency": "consistency (agreement of n samples)"}
@@ -51,14 +47,6 @@ def _damaged(run_id: str, why: str) -> RunRecord:
     return RunRecord(run_id, "damaged", {}, why, 0, 0, None, None)
 
 
-def _read_tags(path: Path) -> list[str] | None:
-    try:
-        tags = json.loads((path / TAGS_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return [str(t) for t in tags] if isinstance(tags, list) else None
-
-
 def _load(s: RunStore, run_id: str, metrics: bool) -> RunRecord:
     """store.load that never raises for a broken folder: it comes back as 'damaged'."""
     try:
@@ -69,9 +57,6 @@ def _load(s: RunStore, run_id: str, metrics: bool) -> RunRecord:
         return _damaged(run_id, f"unreadable run folder ({type(e).__name__}: {e})")
     if not isinstance(record.config, dict):
         return _damaged(run_id, "config.json is not a settings object")
-    tags = _read_tags(s.path(run_id))
-    if tags is not None:
-        record.tags = tags
     if metrics and record.status != "damaged":
         try:
             record.train, record.evals = _metrics(s.path(run_id) / "metrics.jsonl")
@@ -178,13 +163,8 @@ def clean_tags(tags: list[str] | str) -> list[str]:
 
 
 def set_tags(run_id: str, tags: list[str] | str, root: Path | str | None = None) -> list[str]:
-    path = store(root).path(run_id)
-    if not path.is_dir():
-        raise KeyError(f"no run {run_id!r}")
     cleaned = clean_tags(tags)
-    tmp = path / f".{TAGS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(cleaned))
-    os.replace(tmp, path / TAGS_FILE)
+    store(root).set_tags(run_id, cleaned)
     return cleaned
 
 

@@ -25,6 +25,9 @@ from typing import Any
 from core.config import RunConfig
 
 RUNS_DIR_ENV = "CALIBRATION_LAB_RUNS"
+# Tags live beside status.json, not in it: the training process rewrites status.json from
+# its own copy and would drop a tag the app wrote there.
+TAGS_FILE = "tags.json"
 STATUSES = ("running", "finished", "failed", "stopped")
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch
 
@@ -162,7 +165,7 @@ class RunStore:
         (tmp / "config.json").write_text(config.to_json())
         status = {"status": "running", "pid": os.getpid(), "step": 0,
                   "total_steps": config.steps, "started_at": time.time(),
-                  "updated_at": time.time(), "error": None, "tags": []}
+                  "updated_at": time.time(), "error": None}
         (tmp / "status.json").write_text(json.dumps(status, indent=2))
         final = self.root / run_id
         os.rename(tmp, final)
@@ -196,14 +199,27 @@ class RunStore:
                 state, error = "failed", error or "the training process ended without reporting"
             record = RunRecord(run_id, state, config, error, int(status.get("step", 0)),
                                int(status.get("total_steps", 0)), status.get("started_at"),
-                               status.get("updated_at"), list(status.get("tags", [])),
-                               status.get("pid"))
+                               status.get("updated_at"), self._tags(path), status.get("pid"))
         except (OSError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
             return RunRecord(run_id, "damaged", {}, f"unreadable run folder: {e}", 0, 0,
                              None, None)
         if metrics:
             record.train, record.evals = split_metrics(read_jsonl(path / "metrics.jsonl"))
         return record
+
+    @staticmethod
+    def _tags(path: Path) -> list[str]:
+        try:
+            tags = json.loads((path / TAGS_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            return []
+        return [str(t) for t in tags] if isinstance(tags, list) else []
+
+    def set_tags(self, run_id: str, tags: list[str]) -> None:
+        path = self.path(run_id)
+        if not path.is_dir():
+            raise KeyError(f"no run {run_id!r} in {self.root}")
+        _atomic_write(path / TAGS_FILE, json.dumps(tags))
 
     def list(self) -> list[RunRecord]:
         return [self.load(i, metrics=False) for i in self.ids()]

@@ -10,6 +10,7 @@ from app_helpers import GROUP, IDS, set_status, use_store
 
 from core import api
 from core.config import RunConfig, build_config
+from core.store import TAGS_FILE
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_tags_live_beside_status_and_survive_the_writer(runs_dir):
     set_status(runs_dir, IDS[0], tags=[], step=4)  # what a training process rewrites
     assert api.load_run(IDS[0]).tags == ["a", "b", "c"]
     assert api.add_tag(IDS[0], "d") == ["a", "b", "c", "d"]
-    assert json.loads((runs_dir / IDS[0] / api.TAGS_FILE).read_text()) == ["a", "b", "c", "d"]
+    assert json.loads((runs_dir / IDS[0] / TAGS_FILE).read_text()) == ["a", "b", "c", "d"]
     with pytest.raises(KeyError):
         api.set_tags("missing-run", ["x"])
 
