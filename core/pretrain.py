@@ -7,8 +7,10 @@ reasons it could in principle see.
 
 The confidence digit in the training text imitates human-written confidence: mostly high
 (overconfident for a partly competent model) and only weakly tied to what makes a sum hard
-(the number of carries). So the model starts overconfident, with weakly informative
-verbalized confidence, as real instruction-tuned LLMs do. Deterministic for a given machine.
+here (operand length: long operands are rarer in training). So the model starts
+overconfident, with weakly informative verbalized confidence, as real instruction-tuned
+LLMs do. (Tying it to carries instead made it inversely informative: a model that drops a
+carry writes an answer that looks carry-free.) Deterministic for a given machine.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from core.tasks import TASKS, Example
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 CHARS = list("0123456789+-*=;C")
 SEED = 0
-STEPS = 800
+STEPS = 600
 BATCH = 256
 LR = 2e-3
 WARMUP = 100
@@ -163,7 +165,9 @@ a verbalized confidence on ten levels, q = (d + 0.5) / 10.
 ## How it was built
 `python -m core.pretrain` (deterministic on a given machine): plain log-likelihood on
 clean arithmetic, half from the `add` task (addition of 2-4 digit numbers) and half from
-`mix` (2-4 digit addition and subtraction), never on a held-out question; {steps} steps of
+`mix` (2-4 digit addition and subtraction), never on a held-out question. Operand lengths
+are drawn with weights 0.5 / 0.3 / 0.2 for 2 / 3 / 4 digits, so long problems are seen
+less and learned less: difficulty the prompt shows; {steps} steps of
 batch {batch}, AdamW lr {lr} with {warmup} warm-up steps, stopped early so the model
 is only partly competent. It took {minutes:.1f} minutes on 2 CPU cores.
 

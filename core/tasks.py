@@ -43,12 +43,14 @@ class ArithmeticTask:
     """Integer arithmetic graded by exact integer match.
 
     Difficulty knobs: the operations and the operand digit counts (each operand draws
-    its digit count uniformly from `digits`, then a value uniformly with that many digits).
+    its digit count from `digits` with `digit_weights`, then a value uniformly with that
+    many digits). Rarer lengths are learned less well, so the prompt shows difficulty.
     """
 
     name: str
     ops: tuple[str, ...] = ("+",)
     digits: tuple[int, ...] = (2, 3)
+    digit_weights: tuple[float, ...] | None = None  # None: uniform
 
     def sample(self, rng: np.random.Generator) -> Example:
         a, b = (self._operand(rng) for _ in range(2))
@@ -57,7 +59,10 @@ class ArithmeticTask:
         return Example(f"{a}{op}{b}", str(value))
 
     def _operand(self, rng: np.random.Generator) -> int:
-        d = self.digits[int(rng.integers(len(self.digits)))]
+        if self.digit_weights is None:
+            d = self.digits[int(rng.integers(len(self.digits)))]
+        else:
+            d = self.digits[int(rng.choice(len(self.digits), p=self.digit_weights))]
         return int(rng.integers(10 ** (d - 1) if d > 1 else 0, 10**d))
 
     def train_batch(self, rng: np.random.Generator, size: int) -> list[Example]:
@@ -89,8 +94,9 @@ class ArithmeticTask:
 
 
 TASKS: dict[str, ArithmeticTask] = {
-    "add": ArithmeticTask("add", ops=("+",), digits=(2, 3, 4)),
-    "mix": ArithmeticTask("mix", ops=("+", "-"), digits=(2, 3, 4)),
+    "add": ArithmeticTask("add", ops=("+",), digits=(2, 3, 4), digit_weights=(0.5, 0.3, 0.2)),
+    "mix": ArithmeticTask("mix", ops=("+", "-"), digits=(2, 3, 4),
+                          digit_weights=(0.5, 0.3, 0.2)),
 }
 
 
