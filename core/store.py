@@ -202,7 +202,7 @@ class RunStore:
                                status.get("updated_at"), self._tags(path), status.get("pid"))
         except (OSError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
             return RunRecord(run_id, "damaged", {}, f"unreadable run folder: {e}", 0, 0,
-                             None, None)
+                             None, None, self._tags(path))
         if metrics:
             record.train, record.evals = split_metrics(read_jsonl(path / "metrics.jsonl"))
         return record
