@@ -1,7 +1,7 @@
 """Server time to render each page of the app on a store of 50 runs.
 
 Run by hand: `.venv/bin/python benchmarks/page_render.py [--runs 50] [--repeats 5]`.
-It builds a synthetic store by copying the recorded runs in tests/fixtures/runs (renamed,
+It builds a synthetic store by copying the recorded runs in tests/fixtures/recorded_runs (renamed,
 tagged in comparison groups of four), then times Streamlit's AppTest: one warm-up render of
 each page (imports, first parse of the run files), then `repeats` renders; it prints the
 median and the slowest of those, and the cold first render. The budget is 1 s a page.
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "tests" / "fixtures" / "runs"
+FIXTURE = ROOT / "tests" / "fixtures" / "recorded_runs"
 PAGES = ("home", "launch", "run", "compare", "runs")
 BUDGET_S = 1.0
 

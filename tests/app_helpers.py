@@ -15,7 +15,7 @@ from core.store import RUNS_DIR_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
-FIXTURE_RUNS = Path(__file__).resolve().parent / "fixtures" / "runs"
+FIXTURE_RUNS = Path(__file__).resolve().parent / "fixtures" / "recorded_runs"
 GROUP = "classic-fixture"
 IDS = sorted(p.name for p in FIXTURE_RUNS.iterdir() if p.is_dir())  # binary, rlcr, psr, nsr
 TIMEOUT = 30
