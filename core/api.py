@@ -55,8 +55,6 @@ def _load(s: RunStore, run_id: str, metrics: bool) -> RunRecord:
         raise
     except Exception as e:  # any unreadable shape is a damaged run, never a traceback
         return _damaged(run_id, f"unreadable run folder ({type(e).__name__}: {e})")
-    if not isinstance(record.config, dict):
-        return _damaged(run_id, "config.json is not a settings object")
     if metrics and record.status != "damaged":
         try:
             record.train, record.evals = _metrics(s.path(run_id) / "metrics.jsonl")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Collection
 from pathlib import Path
@@ -113,8 +114,6 @@ def cmd_execute(args: argparse.Namespace) -> int:
     from core.store import RunWriter
 
     writer = RunWriter(args.run_dir)
-    import os
-
     writer.update_status(pid=os.getpid())
     config = RunConfig.from_dict(json.loads((args.run_dir / "config.json").read_text()))
     execute(config, writer)

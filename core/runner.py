@@ -49,12 +49,13 @@ def launch(config: RunConfig, runs_dir: Path | str | None = None) -> str:
     preflight(config)
     store = RunStore(runs_dir)
     writer = store.create(config)
-    log = open(writer.path / "log.txt", "a")  # noqa: SIM115 - handed to the child process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "core", "_execute", str(writer.path)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True,  # closing the app or browser does not stop the run
-        cwd=Path(__file__).resolve().parent.parent)
+    # The child keeps its own copy of the log's descriptor; the app closes its one at once.
+    with open(writer.path / "log.txt", "a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core", "_execute", str(writer.path)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # closing the app or browser does not stop the run
+            cwd=Path(__file__).resolve().parent.parent)
     writer.update_status(pid=proc.pid)
     # Reap the child when it exits, so a dead run is never mistaken for a live zombie.
     threading.Thread(target=proc.wait, daemon=True).start()
