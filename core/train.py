@@ -71,8 +71,9 @@ def train(config: RunConfig, writer: RunWriter,
         # The first pass scores the batch as sampled, so pi_old = pi there (ratio 1).
         old_logprobs, span = None, None
         for _ in range(config.inner_epochs):
-            scores = score_tokens(model, rollout, with_disparity=use_disparity)
-            if old_logprobs is None:
+            first_pass = old_logprobs is None
+            scores = score_tokens(model, rollout, with_disparity=use_disparity and first_pass)
+            if first_pass:
                 old_logprobs = scores.logprobs.detach()  # [B, T]
                 if recipe.needs_span_confidence:
                     per_token = scores.disparity if use_disparity else old_logprobs.exp()
