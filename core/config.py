@@ -81,6 +81,10 @@ class RunConfig:
     device: str = _f("auto", "Device: auto (cuda if present, else cpu), cpu or cuda. "
                      "CUDA runs in bf16.")
     threads: int = _f(0, "CPU threads for torch; 0 uses every core.")
+    merged_sampling: bool = _f(True, "Generate with a copy of the adapted layers that has the "
+                               "LoRA update merged in: faster sampling, at the memory cost of "
+                               "one more copy of those weights. Off: sample through the LoRA "
+                               "layers.")
 
     def __post_init__(self) -> None:
         problems = validate(self)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import Cache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.formats import PromptFormat
 from core.tasks import Example, Task
@@ -27,6 +27,7 @@ class Rollout:
     prompt_width: int  # W
     texts: list[str]  # [B] completion text without special tokens
     logprobs: torch.Tensor | None = None  # [B, T] log pi(y_t) at T = 1, taken while sampling
+    samples: int = 1  # rows per prompt; each prompt's rows are contiguous and share its prefix
 
     @property
     def completion_ids(self) -> torch.Tensor:
@@ -60,8 +61,8 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Prom
     itself, which spares evaluation a second forward pass.
     """
     device = next(model.parameters()).device
-    prompts = [fmt.prompt(ex) for ex in examples for _ in range(samples)]
-    enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    enc = tokenizer([fmt.prompt(ex) for ex in examples], return_tensors="pt",
+                    padding=True).to(device)  # [P, W]
     # Plain sampling from the policy: transformers would otherwise apply top_k = 50 and a
     # hub model's own top_p/top_k defaults. top_k = 0 switches top-k off.
     sampling = {} if temperature is None else {"do_sample": True, "temperature": temperature,
@@ -70,10 +71,14 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Prom
         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
         output_logits=with_logprobs, return_dict_in_generate=True, **sampling)
+    input_ids = enc["input_ids"].repeat_interleave(samples, dim=0)  # [B, W]
+    prompt_mask = enc["attention_mask"].repeat_interleave(samples, dim=0)  # [B, W]
     with torch.inference_mode():
-        gen_out = model.generate(**enc, generation_config=gen)
+        cache = _shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], samples)
+        gen_out = model.generate(input_ids=input_ids, attention_mask=prompt_mask,
+                                 cache=cache, generation_config=gen)
     out = gen_out.sequences.clone()  # [B, W + T]; a normal tensor, so autograd may save it
-    width = enc["input_ids"].shape[1]
+    width = input_ids.shape[1]
     completion = out[:, width:]  # [B, T]
     logprobs = None
     if with_logprobs:
@@ -83,11 +88,27 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Prom
     # Tokens after the first EOS are padding: mask = 1 up to and including the first EOS.
     after_eos = (is_eos.cumsum(-1) - is_eos.long()) > 0  # [B, T]
     completion_mask = (~after_eos).long()  # [B, T]
-    attention_mask = torch.cat([enc["attention_mask"], completion_mask], dim=1)  # [B, W + T]
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [B, W + T]
     visible = completion.masked_fill(completion_mask == 0, tokenizer.pad_token_id)  # [B, T]
     texts = tokenizer.batch_decode(visible, skip_special_tokens=True)
     return Rollout([ex for ex in examples for _ in range(samples)], out,
-                   attention_mask, completion_mask, width, texts, logprobs)
+                   attention_mask, completion_mask, width, texts, logprobs, samples)
+
+
+def _shared_prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
+                         prompt_mask: torch.Tensor, samples: int) -> Cache | None:
+    """KV cache of every prompt but its last token, computed once and repeated `samples` times.
+
+    `generate` would run the prompt once per sample; this runs it once per prompt and lets
+    `generate` start from the last prompt token (same tokens, same sampling; tested).
+    """
+    if samples == 1 or prompt_ids.shape[1] < 2:
+        return None
+    out = model(input_ids=prompt_ids[:, :-1], attention_mask=prompt_mask[:, :-1],
+                position_ids=position_ids(prompt_mask)[:, :-1], use_cache=True,
+                logits_to_keep=1)
+    out.cache.batch_repeat_interleave(samples)  # [P, ...] -> [B, ...]
+    return out.cache
 
 
 @cache
@@ -128,12 +149,28 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool = False
                  ) -> TokenScores:
-    """Log-probabilities of the completion tokens in one forward pass (grad if enabled)."""
+    """Log-probabilities of the completion tokens (with grad if enabled).
+
+    A prompt's G completions share its prefix, so the prompt goes through the network once
+    and its KV cache is repeated G times for the completion tokens: (G - 1) / G of the
+    prompt's compute is saved, and the gradient still reaches the LoRA weights through the
+    shared prefix. Same values as one forward pass over every full row (tested).
+    """
+    g, w = rollout.samples, rollout.prompt_width
     t = rollout.completion_ids.shape[1]
-    out = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-                position_ids=position_ids(rollout.attention_mask), logits_to_keep=t + 1)
-    logits = out.logits[:, :-1].float()  # [B, T, V] predicts each completion token
-    logp_all = torch.log_softmax(logits, dim=-1)  # [B, T, V]
+    positions = position_ids(rollout.attention_mask)  # [B, W + T]
+    prefix = model(input_ids=rollout.input_ids[::g, :w], position_ids=positions[::g, :w],
+                   attention_mask=rollout.attention_mask[::g, :w], use_cache=True,
+                   logits_to_keep=1)
+    logits = prefix.logits.repeat_interleave(g, dim=0)  # [B, 1, V] predicts y_1
+    if t > 1:
+        cache = prefix.cache
+        cache.batch_repeat_interleave(g)  # [P, ...] -> [B, ...], differentiable
+        rest = model(input_ids=rollout.input_ids[:, w:w + t - 1], cache=cache, use_cache=True,
+                     attention_mask=rollout.attention_mask[:, :w + t - 1],
+                     position_ids=positions[:, w:w + t - 1])
+        logits = torch.cat([logits, rest.logits], dim=1)  # [B, T, V] predicts y_1 .. y_T
+    logp_all = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
     targets = rollout.completion_ids.unsqueeze(-1)  # [B, T, 1]
     logprobs = logp_all.gather(-1, targets).squeeze(-1)  # [B, T]
     disparity = None

@@ -48,7 +48,7 @@ def train(config: RunConfig, writer: RunWriter,
         if config.no_eval:
             return
         t0 = time.perf_counter()
-        result = evaluate(model, tokenizer, fmt, task, eval_set, config, step)
+        result = evaluate(loaded.sampling_model(), tokenizer, fmt, task, eval_set, config, step)
         writer.log(step, {"eval/" + k: v for k, v in result.metrics.items()}
                    | {"eval/seconds": round(time.perf_counter() - t0, 3)})
         writer.log_samples(step, result.samples)
@@ -60,7 +60,7 @@ def train(config: RunConfig, writer: RunWriter,
         t0 = time.perf_counter()
         # 1. Rollout: G completions per training prompt, then read and grade them.
         examples = task.train_batch(rng, config.prompts_per_step)
-        rollout = sample(model, tokenizer, fmt, examples, config.group_size,
+        rollout = sample(loaded.sampling_model(), tokenizer, fmt, examples, config.group_size,
                          config.temperature, config.max_new_tokens)
         graded = grade(rollout, fmt, task, tokenizer)
         ref_logprobs = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -74,3 +75,97 @@ def test_sampling_logprobs_match_a_scoring_pass() -> None:
         scored = score_tokens(loaded.model, r).logprobs
     mask = r.completion_mask.bool()
     assert torch.allclose(r.logprobs[mask], scored[mask], atol=1e-4)
+
+
+def test_merged_sampler_is_the_policy_and_leaves_the_base_alone() -> None:
+    """With a non-zero adapter, the merged copy samples what the LoRA policy would score."""
+    from core.config import RunConfig
+    from core.modeling import load_policy
+    from core.rollout import sample, score_tokens
+
+    loaded = load_policy(RunConfig(threads=1))
+    base_before = {n: p.clone() for n, p in loaded.model.named_parameters() if "lora" not in n}
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # a trained-looking adapter: B starts at zero, so perturb it
+        for n, p in loaded.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    sampler = loaded.sampling_model()
+    assert sampler is not loaded.model
+    torch.manual_seed(0)
+    r = sample(sampler, loaded.tokenizer, loaded.prompt_format, TASKS["add"].eval_set(8), 4,
+               1.0, 10, with_logprobs=True)
+    with torch.inference_mode():
+        scored = score_tokens(loaded.model, r).logprobs
+    mask = r.completion_mask.bool()
+    assert torch.allclose(r.logprobs[mask], scored[mask], atol=1e-4)
+    after = dict(loaded.model.named_parameters())
+    assert all(torch.equal(p, after[n]) for n, p in base_before.items())
+    # Unadapted weights are shared with the policy, not copied.
+    embed = loaded.model.get_base_model().model.embed_tokens.weight
+    assert sampler.model.embed_tokens.weight.data_ptr() == embed.data_ptr()
+    # Turning the merge off samples through the LoRA layers themselves.
+    assert load_policy(RunConfig(threads=1, merged_sampling=False)).sampling_model().__class__ \
+        .__name__.startswith("Peft")
+
+
+def test_shared_prefix_scoring_equals_full_rows_with_gradients() -> None:
+    """Scoring each prompt once and repeating its KV cache changes neither values nor grads."""
+    from core.config import RunConfig
+    from core.modeling import load_policy
+    from core.rollout import position_ids, sample, score_tokens
+
+    loaded = load_policy(RunConfig(threads=1))
+    with torch.no_grad():
+        for n, p in loaded.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    torch.manual_seed(0)
+    r = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, TASKS["add"].eval_set(6),
+               4, 1.0, 10)
+    params = [p for p in loaded.model.parameters() if p.requires_grad]
+
+    def one_pass_over_full_rows() -> torch.Tensor:  # the textbook way, for reference
+        t = r.completion_ids.shape[1]
+        out = loaded.model(input_ids=r.input_ids, attention_mask=r.attention_mask,
+                           position_ids=position_ids(r.attention_mask), logits_to_keep=t + 1)
+        logp = torch.log_softmax(out.logits[:, :-1].float(), -1)  # [B, T, V]
+        return logp.gather(-1, r.completion_ids.unsqueeze(-1)).squeeze(-1)  # [B, T]
+
+    def logprobs_and_grads(score: Callable[[], torch.Tensor]
+                           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        lp = score()
+        (lp * r.completion_mask).sum().backward()
+        grads = [p.grad.clone() for p in params]
+        loaded.model.zero_grad(set_to_none=True)
+        return lp.detach(), grads
+
+    assert r.samples == 4
+    shared, shared_grads = logprobs_and_grads(lambda: score_tokens(loaded.model, r).logprobs)
+    full, full_grads = logprobs_and_grads(one_pass_over_full_rows)
+    mask = r.completion_mask.bool()
+    assert torch.allclose(shared[mask], full[mask], atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+               for a, b in zip(shared_grads, full_grads, strict=True))
+
+
+def test_sampling_from_a_shared_prompt_cache_matches_plain_generate() -> None:
+    """Same seed: the same tokens as `generate` over every expanded prompt row."""
+    from transformers import GenerationConfig
+
+    from core.config import RunConfig
+    from core.modeling import load_policy
+    from core.rollout import sample
+
+    loaded = load_policy(RunConfig(threads=1))
+    tok, examples = loaded.tokenizer, TASKS["add"].eval_set(6)
+    torch.manual_seed(3)
+    ours = sample(loaded.model, tok, loaded.prompt_format, examples, 5, 1.0, 10)
+    enc = tok([loaded.prompt_format.prompt(e) for e in examples for _ in range(5)],
+              return_tensors="pt", padding=True)
+    torch.manual_seed(3)
+    with torch.inference_mode():
+        plain = loaded.model.generate(**enc, generation_config=GenerationConfig(
+            max_new_tokens=10, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
+    assert torch.equal(ours.input_ids, plain)

@@ -1,0 +1,111 @@
+"""Where a training step and an evaluation spend their time (issue 6's profile).
+
+Run by hand: `.venv/bin/python -m benchmarks.profile_step [--steps 20] [--threads N]
+[--recipe binary] [--cprofile]`. Times each phase of the hot path with wall clocks around
+the same helpers `core.train` calls (sampling, grading, scoring, backward, optimiser step,
+one evaluation), then optionally prints cProfile's top functions for the sampling phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from core.config import build_config
+from core.evaluate import evaluate
+from core.modeling import load_policy
+from core.recipes import RECIPES, RecipeBatch
+from core.rollout import grade, sample, score_tokens
+from core.tasks import get_task
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--recipe", default="binary")
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--group-size", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=10)
+    ap.add_argument("--cprofile", action="store_true")
+    args = ap.parse_args()
+    config = build_config("quick", recipe=args.recipe, threads=args.threads,
+                          prompts_per_step=args.prompts, group_size=args.group_size,
+                          max_new_tokens=args.max_new_tokens)
+    torch.set_num_threads(args.threads)
+    loaded = load_policy(config)
+    model, tok, fmt = loaded.model, loaded.tokenizer, loaded.prompt_format
+    task = get_task(config.task)
+    rng = np.random.default_rng(0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    recipe = RECIPES[config.recipe]
+    phases: dict[str, list[float]] = defaultdict(list)
+
+    @contextmanager
+    def phase(name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        phases[name].append(time.perf_counter() - t)
+
+    def step() -> None:
+        with phase("sample"):
+            ex = task.train_batch(rng, config.prompts_per_step)
+            ro = sample(loaded.sampling_model(), tok, fmt, ex, config.group_size,
+                        config.temperature, config.max_new_tokens)
+        with phase("grade"):
+            g = grade(ro, fmt, task, tok)
+        with phase("score (forward)"):
+            s = score_tokens(model, ro)
+        with phase("recipe"):
+            batch = RecipeBatch(s.logprobs, s.logprobs.detach(), ro.completion_mask.float(),
+                                g.correct, g.confidence, g.well_formed, config.group_size,
+                                confidence_mask=g.confidence_mask)
+            res = recipe.fn(batch, config)
+        with phase("backward"):
+            opt.zero_grad(set_to_none=True)
+            res.loss.backward()
+        with phase("optimizer"):
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            opt.step()
+
+    for _ in range(3):
+        step()  # warm-up
+    phases.clear()
+    for _ in range(args.steps):
+        step()
+    total = sum(float(np.median(v)) for v in phases.values())
+    print(f"{args.threads} threads, G={config.group_size}, "
+          f"{config.prompts_per_step} prompts, {config.max_new_tokens} new tokens")
+    for name, v in phases.items():
+        med = float(np.median(v))
+        print(f"  {name:16s} {1000 * med:7.1f} ms  {100 * med / total:5.1f} %")
+    print(f"  {'step (sum)':16s} {1000 * total:7.1f} ms")
+    eval_set = task.eval_set(config.eval_prompts)
+    t = time.perf_counter()
+    evaluate(loaded.sampling_model(), tok, fmt, task, eval_set, config, 0)
+    print(f"evaluation ({config.eval_prompts} prompts x n={config.eval_samples} + greedy): "
+          f"{time.perf_counter() - t:.2f} s")
+    if args.cprofile:
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(10):
+            step()
+        prof.disable()
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
+        print(out.getvalue())
+
+
+if __name__ == "__main__":
+    main()
