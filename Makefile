@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: app test lint model browser
+.PHONY: app test lint model browser bench-trl
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,13 @@ lint: $(STAMP)
 # Rebuild the embedded model (deterministic; minutes on 2 cores).
 model: $(STAMP)
 	$(BIN)/python -m core.pretrain
+
+# Benchmark against TRL's GRPOTrainer (issue 6). TRL is not a project requirement: it lives
+# in its own venv, .venv-trl, beside the project's pinned requirements.
+.venv-trl/.installed-stamp: requirements.txt
+	test -x .venv-trl/bin/python || $(PYTHON) -m venv .venv-trl
+	.venv-trl/bin/python -m pip install -q -r requirements.txt trl==1.16.0
+	touch $@
+
+bench-trl: .venv-trl/.installed-stamp
+	.venv-trl/bin/python -m benchmarks.vs_trl

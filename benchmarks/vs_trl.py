@@ -33,25 +33,13 @@ PROMPTS, GROUP, NEW_TOKENS, LR, RANK, ALPHA = 8, 8, 10, 1e-3, 16, 32
 
 def lab_steps(steps: int, threads: int) -> list[float]:
     """Step times of `core.train.train` with the shared settings."""
+    from benchmarks.timing import train_step_seconds
     from core.config import build_config
-    from core.train import train
 
-    config = build_config("quick", recipe="binary", steps=steps, prompts_per_step=PROMPTS,
-                          group_size=GROUP, max_new_tokens=NEW_TOKENS, lr=LR, lora_rank=RANK,
-                          lora_alpha=ALPHA, kl_beta=0.0, inner_epochs=1, temperature=1.0,
-                          no_eval=True, threads=threads, device="cpu")
-    stamps: list[float] = []
-
-    class Clock:  # the writer interface train() needs; it only notes when each step ends
-        def log(self, step: int, metrics: dict) -> None: ...
-        def log_text(self, text: str) -> None: ...
-        def log_samples(self, step: int, samples: list) -> None: ...
-        def update_status(self, **fields: object) -> None:
-            stamps.append(time.perf_counter())
-
-    stamps.append(time.perf_counter())
-    train(config, Clock())  # type: ignore[arg-type]
-    return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return train_step_seconds(build_config(
+        "quick", recipe="binary", steps=steps, prompts_per_step=PROMPTS, group_size=GROUP,
+        max_new_tokens=NEW_TOKENS, lr=LR, lora_rank=RANK, lora_alpha=ALPHA, kl_beta=0.0,
+        inner_epochs=1, temperature=1.0, no_eval=True, threads=threads, device="cpu"))
 
 
 def trl_steps(steps: int, threads: int) -> list[float]:

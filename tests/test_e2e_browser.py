@@ -116,8 +116,17 @@ PLOTS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(el => 
         y: Array.from(t.y || []).filter(v => v !== null)}))}))"""
 
 
-def plots(page) -> dict[str, list[dict]]:
-    return {p["title"]: p["traces"] for p in page.evaluate(PLOTS_JS)}
+def plots(page, at_least: int = 6, timeout: float = 30.0) -> dict[str, list[dict]]:
+    """The drawn Plotly charts, once `at_least` of them hold data (they draw lazily, and
+    slower on a loaded machine, so a fixed pause is not enough)."""
+    deadline = time.time() + timeout
+    while True:
+        drawn = {p["title"]: p["traces"] for p in page.evaluate(PLOTS_JS)}
+        with_data = [t for t in drawn.values() if any(tr["y"] for tr in t)]
+        if len(with_data) >= at_least or time.time() > deadline:
+            return drawn
+        page.mouse.wheel(0, 20_000)
+        page.wait_for_timeout(500)
 
 
 def test_launch_watch_and_inspect_a_run_in_chromium(app_url):
@@ -154,7 +163,6 @@ def test_launch_watch_and_inspect_a_run_in_chromium(app_url):
                 timeout=RUN_TIMEOUT_S * 1000)
             wait_idle(page)
             page.mouse.wheel(0, 20_000)  # let every chart scroll into view and draw
-            page.wait_for_timeout(1500)
 
             # 3. The charts drew real data.
             drawn = plots(page)

@@ -37,6 +37,9 @@ def test_grade_reads_answers_confidence_and_answer_tokens() -> None:
     assert g.answers == ["168", "3", "-2"]
     assert g.correct.tolist() == [1.0, 0.0, 1.0]
     assert g.well_formed.tolist() == [True, False, True]
+    # The right number without a stated confidence is a format failure, so not correct.
+    broken = grade(_rollout(["168;5", "168"], ex[:1] * 2), COMPACT, TASKS["mix"], TOK)
+    assert broken.answers == ["168", "168"] and broken.correct.tolist() == [0.0, 0.0]
     assert g.confidence[0].item() == 0.75 and math.isnan(g.confidence[1].item())
     # one token per character: the answer is the first len(answer) completion tokens
     assert g.answer_mask.tolist() == [[1, 1, 1, 0, 0, 0, 0],
