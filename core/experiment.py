@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from core.config import EMBEDDED_MODEL, PRESETS, RunConfig, build_config
 
-EXPERIMENT_SETTINGS: dict[str, Any] = {**PRESETS["quick"]}
+EXPERIMENT_SETTINGS: dict[str, Any] = {**PRESETS["classic"]}
 CLASSIC_RECIPES = ("binary", "rlcr", "psr", "nsr", "w-reinforce", "rlsf")
 DEFAULT_SEEDS = (0, 1, 2)
 QUESTION = ("Can the standard recipe — log-likelihood training plus a binary right/wrong "
