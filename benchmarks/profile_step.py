@@ -51,6 +51,9 @@ def main() -> None:
     opt = torch.optim.Adam(params, lr=config.lr)
     recipe = RECIPES[config.recipe]
     phases: dict[str, list[float]] = defaultdict(list)
+    # The lab before issue 6 had no merged sampler; this lets the script profile that code too
+    # (cd OLD && PYTHONPATH=OLD NEW/.venv/bin/python NEW/benchmarks/profile_step.py).
+    sampler = getattr(loaded, "sampling_model", lambda: model)
 
     @contextmanager
     def phase(name: str) -> Iterator[None]:
@@ -61,7 +64,7 @@ def main() -> None:
     def step() -> None:
         with phase("sample"):
             ex = task.train_batch(rng, config.prompts_per_step)
-            ro = sample(loaded.sampling_model(), tok, fmt, ex, config.group_size,
+            ro = sample(sampler(), tok, fmt, ex, config.group_size,
                         config.temperature, config.max_new_tokens)
         with phase("grade"):
             g = grade(ro, fmt, task, tok)
@@ -93,7 +96,7 @@ def main() -> None:
     print(f"  {'step (sum)':16s} {1000 * total:7.1f} ms")
     eval_set = task.eval_set(config.eval_prompts)
     t = time.perf_counter()
-    evaluate(loaded.sampling_model(), tok, fmt, task, eval_set, config, 0)
+    evaluate(sampler(), tok, fmt, task, eval_set, config, 0)
     print(f"evaluation ({config.eval_prompts} prompts x n={config.eval_samples} + greedy): "
           f"{time.perf_counter() - t:.2f} s")
     if args.cprofile:

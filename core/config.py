@@ -17,6 +17,7 @@ from core.recipe_info import RECIPE_INFO
 EMBEDDED_MODEL = "embedded"
 RECIPE_NAMES = tuple(RECIPE_INFO)
 DEVICES = ("auto", "cpu", "cuda")
+LR_SCHEDULES = ("constant", "cosine")
 SPAN_SIGNALS = ("disparity", "mean_prob")
 
 
@@ -46,6 +47,8 @@ class RunConfig:
     temperature: float = _f(1.0, "Sampling temperature for training rollouts.")
     max_new_tokens: int = _f(10, "Longest completion, in tokens.")
     lr: float = _f(1e-3, "Adam learning rate for the LoRA weights.")
+    lr_schedule: str = _f("constant", "Learning-rate schedule: 'constant', or 'cosine' from lr "
+                          "down to lr/10 at the last step (a calmer end of the run).")
     adam_beta2: float = _f(0.99, "Adam beta2; lower reacts faster on a small, noisy policy.")
     max_grad_norm: float = _f(1.0, "Gradient-norm clip; 0 turns clipping off.")
     inner_epochs: int = _f(1, "Optimiser steps per rollout batch. Above 1 the PPO clip applies.")
@@ -144,6 +147,9 @@ def validate(c: RunConfig) -> list[str]:
         p.append(f"unknown recipe {c.recipe!r}: choose one of {', '.join(RECIPE_NAMES)}")
     if c.device not in DEVICES:
         p.append(f"unknown device {c.device!r}: choose one of {', '.join(DEVICES)}")
+    if c.lr_schedule not in LR_SCHEDULES:
+        p.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                 f"got {c.lr_schedule!r}")
     if c.rlsf_signal not in SPAN_SIGNALS:
         p.append(f"rlsf_signal must be one of {', '.join(SPAN_SIGNALS)}, got {c.rlsf_signal!r}")
     if c.steps < 0:
@@ -211,6 +217,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"steps": 4, "eval_every": 2, "eval_prompts": 16, "eval_samples": 4,
               "prompts_per_step": 4, "group_size": 4},
 }
+
+
+def learning_rate(c: RunConfig, step: int) -> float:
+    """The learning rate for optimiser step `step` (1-based).
+
+    cosine: lr * (0.1 + 0.9 * (1 + cos(pi * (step - 1) / (steps - 1))) / 2), so step 1 uses lr
+    and the last step lr / 10 (the cosine decay of SGDR, Loshchilov & Hutter 2017, with a
+    floor, as nanoGPT uses it).
+    """
+    if c.lr_schedule == "constant" or c.steps <= 1:
+        return c.lr
+    progress = (step - 1) / (c.steps - 1)
+    return c.lr * (0.1 + 0.9 * (1 + math.cos(math.pi * progress)) / 2)
 
 
 def build_config(preset: str | None = None, **overrides: Any) -> RunConfig:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from core.config import RunConfig
+from core.config import RunConfig, learning_rate
 from core.evaluate import evaluate
 from core.modeling import LoadedModel, load_policy
 from core.recipes import RECIPES, RecipeBatch
@@ -58,6 +58,8 @@ def train(config: RunConfig, writer: RunWriter,
         if should_stop():
             return "stopped"
         t0 = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
         # 1. Rollout: G completions per training prompt, then read and grade them.
         examples = task.train_batch(rng, config.prompts_per_step)
         rollout = sample(loaded.sampling_model(), tokenizer, fmt, examples, config.group_size,

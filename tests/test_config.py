@@ -161,3 +161,15 @@ def test_recipe_help_names_every_recipe():
     assert set(RECIPE_NAMES) == set(RECIPES)
     for name in RECIPE_NAMES:
         assert name in help_text("recipe")
+
+
+def test_learning_rate_schedules_by_hand() -> None:
+    from core.config import learning_rate
+
+    flat = RunConfig(steps=5, lr=1e-3)
+    assert [learning_rate(flat, s) for s in (1, 3, 5)] == [1e-3] * 3
+    cos = RunConfig(steps=5, lr=1e-3, lr_schedule="cosine")
+    # progress 0, 1/2, 1: cos -> 1, 0, -1: factor 1, 0.1 + 0.45 = 0.55, 0.1
+    assert [round(learning_rate(cos, s), 9) for s in (1, 3, 5)] == [1e-3, 5.5e-4, 1e-4]
+    with pytest.raises(ConfigError, match="lr_schedule must be one of"):
+        RunConfig(lr_schedule="x")
