@@ -18,7 +18,7 @@ APP = ROOT / "app.py"
 FIXTURE_RUNS = Path(__file__).resolve().parent / "fixtures" / "recorded_runs"
 GROUP = "classic-fixture"
 IDS = sorted(p.name for p in FIXTURE_RUNS.iterdir() if p.is_dir())  # binary, rlcr, psr, nsr
-TIMEOUT = 30
+TIMEOUT = 90  # seconds per script run: a hang, not a slow or busy machine
 
 
 def use_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy: bool = True,

@@ -26,7 +26,7 @@ def run_cli(*args: str, runs_dir: Path | None = None) -> subprocess.CompletedPro
     if runs_dir is not None:
         env[RUNS_DIR_ENV] = str(runs_dir)  # belt and braces: --runs-dir is passed too
     return subprocess.run([sys.executable, "-m", "core", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=240)  # a hang, not a slow machine
 
 
 def flag(name: str) -> str:
