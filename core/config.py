@@ -248,10 +248,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"steps": 4, "eval_every": 2, "eval_prompts": 16, "eval_samples": 4,
               "prompts_per_step": 4, "group_size": 4},
     # A starting point for a ~0.5B chat model on one GPU: RLCR's T = 0.7, room for reasoning,
-    # a LoRA learning rate well below the embedded model's, generation in slices of 64 rows.
+    # a LoRA learning rate well below the embedded model's, and generation in slices of 16
+    # rows: evaluation keeps vocabulary-wide logits per new token (see core.model_catalog).
     "chat": {"steps": 50, "prompts_per_step": 4, "group_size": 8, "temperature": 0.7,
              "eval_temperature": 0.7, "max_new_tokens": 384, "lr": 2e-5, "eval_every": 10,
-             "eval_prompts": 64, "eval_samples": 4, "generation_batch_size": 64,
+             "eval_prompts": 64, "eval_samples": 4, "generation_batch_size": 16,
              "gradient_checkpointing": True},
 }
 
