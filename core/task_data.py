@@ -305,7 +305,7 @@ def _file_task(path: str, stamp: tuple[int, int], question_field: str, answer_fi
         raise TaskError(f"{path} changed since this run was configured (sha256 "
                         f"{expected_hash[:12]}… expected, {sha256(data)[:12]}… found): launch "
                         "a new run on the new data")
-    table = read_table(data, Path(path).name)
+    table = read_table(data, display_name(path))
     return build_task(table, path, question_field, answer_field, grader)
 
 
@@ -314,6 +314,14 @@ def load_file_task(config: RunConfig) -> DataTask:
     st = check_path(path)
     return _file_task(str(path), (st.st_mtime_ns, st.st_size), config.question_field,
                       config.answer_field, config.grader, config.task_hash)
+
+
+def display_name(path: str | Path) -> str:
+    """A file's name as its owner knows it: a pinned copy loses its hash prefix."""
+    name = Path(path).name
+    head, _, rest = name.partition("-")
+    pinned = len(head) == 12 and all(c in "0123456789abcdef" for c in head) and rest
+    return rest if pinned else name
 
 
 def safe_name(name: str) -> str:
