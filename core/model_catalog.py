@@ -81,7 +81,7 @@ CATALOG: tuple[CatalogModel, ...] = (
     CatalogModel("Qwen/Qwen2.5-0.5B-Instruct", Arch(24, 896, 14, 2, 64, 4864, 151936),
                  "the reference small chat model"),
     CatalogModel("Qwen/Qwen2.5-1.5B-Instruct", Arch(28, 1536, 12, 2, 128, 8960, 151936),
-                 "stronger; wants a 24 GB+ GPU at chat settings"),
+                 "stronger and slower: the largest here"),
     CatalogModel("HuggingFaceTB/SmolLM2-360M-Instruct", Arch(32, 960, 15, 5, 64, 2560, 49152),
                  "smallest; small vocabulary, so light on memory"),
     CatalogModel("Qwen/Qwen3-0.6B", Arch(28, 1024, 16, 8, 128, 3072, 151936),
