@@ -9,7 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
-from app_helpers import IDS, ok, page, texts, use_store
+from app_helpers import ok, page, texts, use_store
 from huggingface_hub import constants
 
 from core import api, task_data
@@ -25,18 +25,6 @@ def runs_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     return use_store(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def fake_launch(monkeypatch):
-    calls = []
-
-    def launch(config, root=None):
-        calls.append(config)
-        return IDS[1]
-
-    monkeypatch.setattr(api, "launch", launch)
-    return calls
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.cli import main
 from core.config import build_config
 from core.formats import SYSTEM_DIRECT, TagFormat
 from core.modeling import load_policy
@@ -131,17 +132,22 @@ def test_tags_grade_and_credit_the_right_tokens(models, qa_file, arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_rlcr_trains_and_evaluates_end_to_end(models, qa_file, arch, tmp_path):
-    config = small(models[arch], qa_file, recipe="rlcr", steps=2, generation_batch_size=2)
-    store = RunStore(tmp_path)
-    writer = store.create(config)
-    assert train(config, writer) == "finished"
-    record = store.load(writer.run_id)
-    assert [t["step"] for t in record.train] == [1, 2]
+def test_the_cli_trains_rlcr_on_a_task_file_end_to_end(models, qa_file, arch, tmp_path, capsys):
+    """`python -m core train --model FOLDER --task FILE.jsonl --recipe rlcr`, in process."""
+    runs = tmp_path / "runs"
+    flags = {"--model": models[arch], "--task": qa_file, "--recipe": "rlcr", "--steps": 2,
+             "--threads": 1, "--prompts-per-step": 2, "--group-size": 2,
+             "--max-new-tokens": 12, "--eval-prompts": 3, "--eval-samples": 2,
+             "--eval-every": 1, "--generation-batch-size": 2, "--runs-dir": runs}
+    assert main(["train", *(str(x) for kv in flags.items() for x in kv)]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    record = RunStore(runs).load(run_id)
+    assert (record.status, [t["step"] for t in record.train]) == ("finished", [1, 2])
     assert [e["step"] for e in record.evals] == [0, 1, 2]
     assert 0.0 <= record.evals[-1]["format_rate"] <= 1.0
-    assert record.evals[-1]["calibration"]["verbalized"]
-    samples = store.samples(writer.run_id)
+    assert set(record.evals[-1]["calibration"]) == {"verbalized", "answer_prob", "consistency"}
+    assert Path(record.config["task"]).parent == (runs / "datasets").resolve()  # pinned
+    samples = RunStore(runs).samples(run_id)
     assert samples and "<answer>" in samples[0]["prompt"]
 
 
