@@ -8,17 +8,9 @@ import dataclasses
 import streamlit as st
 
 from core import api
-from core.config import (
-    DEVICES,
-    EMBEDDED_MODEL,
-    FIELDS,
-    GRADER_CHOICES,
-    PRESETS,
-    RECIPE_NAMES,
-    help_text,
-)
+from core.config import DEVICES, EMBEDDED_MODEL, FIELDS, PRESETS, RECIPE_NAMES, help_text
 from core.recipe_info import RECIPE_INFO
-from ui import common
+from ui import common, task_source
 
 common.page_setup("Launch")
 
@@ -28,8 +20,7 @@ FORM_FIELDS = ("task", "recipe", "seed", "steps", "prompts_per_step", "group_siz
                "device", "max_new_tokens", "reasoning", "trust_remote_code", "grader",
                "question_field", "answer_field", "dataset_subset", "dataset_split",
                "gradient_checkpointing", "generation_batch_size")
-TASKS = {**api.task_choices(), "file": "your file — JSONL or CSV upload",
-         "hf": "a Hugging Face dataset"}
+TASKS = {**api.task_choices(), **task_source.SOURCES}
 MODELS = api.model_choices()
 
 
@@ -79,42 +70,8 @@ recipe = c3.selectbox("Recipe", RECIPE_NAMES, key="launch_recipe", help=help_tex
 c3.caption(RECIPE_INFO[recipe].summary)
 st.latex(RECIPE_INFO[recipe].formula)
 
-problems = []
-task = task_kind
-if task_kind == "file":
-    upload = st.file_uploader("Questions and answers (JSONL or CSV)", type=["jsonl", "csv"],
-                              key="launch_upload", help="One JSON object per line, or a CSV "
-                              "with a header row. The file is copied into the runs folder "
-                              "under its hash, so the run's config.json names exactly its data.")
-    info = api.save_upload(upload.name, upload.getvalue()) if upload else None
-    if info is None:
-        problems.append("upload a JSONL or CSV file with a question and an answer column")
-    elif info.problem:
-        problems.append(info.problem)
-    else:
-        task = info.path
-        for role in ("question", "answer"):  # a mapping that fits this file's columns
-            if st.session_state.get(f"launch_{role}_field") not in info.columns:
-                st.session_state[f"launch_{role}_field"] = (api.guess_column(info.columns, role)
-                                                            or info.columns[0])
-        m1, m2, m3 = st.columns(3)
-        m1.selectbox("Question column", info.columns, key="launch_question_field",
-                     help=help_text("question_field"))
-        m2.selectbox("Answer column", info.columns, key="launch_answer_field",
-                     help=help_text("answer_field"))
-        m3.selectbox("Grader", GRADER_CHOICES, key="launch_grader", help=help_text("grader"))
-if task_kind == "hf":
-    h1, h2, h3 = st.columns(3)
-    hf_id = h1.text_input("Dataset id", key="launch_hf_id", placeholder="openai/gsm8k").strip()
-    h2.text_input("Subset", key="launch_dataset_subset", help=help_text("dataset_subset"))
-    h3.text_input("Split", key="launch_dataset_split", help=help_text("dataset_split"))
-    h1.text_input("Question column", key="launch_question_field",
-                  help=help_text("question_field"))
-    h2.text_input("Answer column", key="launch_answer_field", help=help_text("answer_field"))
-    h3.selectbox("Grader", GRADER_CHOICES, key="launch_grader", help=help_text("grader"))
-    task = f"hf:{hf_id}"
-    if not hf_id:
-        problems.append("give a Hugging Face dataset id, e.g. openai/gsm8k (subset main)")
+chosen = task_source.draw(task_kind)  # an upload with its column mapping, or a dataset
+task, problems = chosen.task, list(chosen.problems)
 if model and model != EMBEDDED_MODEL:
     k1, k2 = st.columns(2)
     k1.toggle("Reasoning before the answer (<think>)", key="launch_reasoning",
