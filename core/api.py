@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError, RunConfig, build_config
+from core.config import EMBEDDED_MODEL, ConfigError, RunConfig, build_config
+from core.model_catalog import CATALOG, CATALOG_BY_ID, MemoryEstimate, fmt_gb, fmt_params
 from core.store import RunRecord, RunStore, default_runs_dir, read_jsonl, split_metrics
 
 CLASSIC_RECIPES = ("binary", "rlcr", "psr", "nsr")
@@ -122,10 +123,13 @@ def load_samples(run_id: str, root: Path | str | None = None) -> list[dict[str, 
 # --- changing runs -----------------------------------------------------------------------
 
 def launch(config: RunConfig, root: Path | str | None = None) -> str:
-    """Start a background training process; returns the run id. Raises ModelError/ConfigError."""
+    """Start a background training process; returns the run id. Raises ModelError/ConfigError
+    (or TaskError). A task file is pinned first: copied beside the runs, hash recorded."""
     from core.runner import launch as runner_launch  # torch-free; imported on first use
+    from core.task_data import pin_task
 
-    return runner_launch(config, root if root is not None else runs_dir())
+    root = root if root is not None else runs_dir()
+    return runner_launch(pin_task(config, root), root)
 
 
 def stop(run_id: str, root: Path | str | None = None) -> bool:
@@ -202,11 +206,19 @@ def task_choices() -> dict[str, str]:
     return out
 
 
+def task_label(task: str) -> str:
+    """A task as a person reads it: a built-in name, hf:ID, or a file's own name."""
+    from core.task_data import display_name, is_file_task
+
+    return display_name(task) if is_file_task(task) else task
+
+
 def check_config(values: dict[str, Any], preset: str | None = None,
                  device: DeviceInfo | None = None) -> tuple[RunConfig | None, list[str]]:
     """A config from form values, or the problems, each in plain words (never raises)."""
     from core.model_source import ModelError, check_model
-    from core.tasks import get_task
+    from core.task_data import TaskError
+    from core.tasks import task_for
 
     try:
         config = build_config(preset, **values)
@@ -220,12 +232,148 @@ def check_config(values: dict[str, Any], preset: str | None = None,
     except ModelError as e:
         problems.append(str(e))
     try:
-        get_task(config.task)
+        task_for(config)
+    except TaskError as e:
+        problems += e.problems
     except (KeyError, ValueError) as e:
         problems.append(str(e.args[0]) if e.args else f"unknown task {config.task!r}")
     if config.device == "cuda" and device is not None and device.known and not device.cuda:
         problems.append("device cuda was chosen but no CUDA GPU was detected: choose auto or cpu")
+    if config.device == "mps" and device is not None and device.known and not device.mps:
+        problems.append("device mps was chosen but Apple's MPS was not detected: choose auto "
+                        "or cpu")
     return (None, problems) if problems else (config, [])
+
+
+# --- models ------------------------------------------------------------------------------
+
+EMBEDDED_CHOICE = "embedded (tiny-arith)"
+OTHER_MODEL = "other: folder or hub id"
+
+
+def model_choices() -> dict[str, str]:
+    """The Launch page's model picker: choice -> label with size and bf16 weight memory."""
+    out = {EMBEDDED_CHOICE: "embedded (tiny-arith) · 1 M params · any CPU"}
+    for m in CATALOG:
+        out[m.hub_id] = (f"{m.hub_id} · {fmt_params(m.arch.params)} params · weights "
+                         f"{fmt_gb(m.arch.params * 2)} in bf16")
+    out[OTHER_MODEL] = OTHER_MODEL
+    return out
+
+
+def model_for_choice(choice: str, typed: str = "") -> str:
+    """The RunConfig.model value of a picker choice (`typed` for 'other')."""
+    if choice == EMBEDDED_CHOICE:
+        return EMBEDDED_MODEL
+    return typed.strip() if choice == OTHER_MODEL else choice
+
+
+def model_status(name: str) -> str:
+    """Where a model's files are, in words, and what happens at launch. Never raises."""
+    from core.model_source import ModelError, hub_offline, resolve_model
+
+    try:
+        source = resolve_model(name)
+    except ModelError as e:
+        return str(e)
+    note = CATALOG_BY_ID[name].note if name in CATALOG_BY_ID else ""
+    if source.kind == "embedded":
+        return "the lab's own tiny arithmetic model (compact format)"
+    if source.kind == "local":
+        where = f"local folder {source.location}"
+    elif source.cached is not None:
+        where = f"in the Hugging Face cache ({source.cached})"
+    elif hub_offline():
+        where = f"not cached, and offline: download it first (`hf download {name}`)"
+    else:
+        where = (f"not cached yet: the run downloads it first (internet needed; or run "
+                 f"`hf download {name}` beforehand)")
+    return f"{where}{' · ' + note if note else ''}"
+
+
+def memory_estimate(config: RunConfig, device: DeviceInfo | None = None
+                    ) -> MemoryEstimate | None:
+    """Peak memory of a run, from the model's shapes; None when they are unknown (a hub
+    model outside the curated list that is not cached yet, an unusual architecture)."""
+    from core.model_catalog import estimate_memory, read_arch
+    from core.model_source import ModelError, model_folder, resolve_model
+
+    try:
+        source = resolve_model(config.model)
+    except ModelError:
+        return None
+    folder = model_folder(source)
+    arch = read_arch(folder) if folder is not None else None
+    if arch is None and config.model in CATALOG_BY_ID:
+        arch = CATALOG_BY_ID[config.model].arch
+    if arch is None:
+        return None
+    kind = config.device
+    if kind == "auto":
+        kind = device.auto if device is not None and device.known else "cpu"
+    return estimate_memory(arch, config, kind, embedded=source.kind == "embedded")
+
+
+# --- task files ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Upload:
+    path: str | None  # the stored copy in <runs>/datasets; None when the file is unreadable
+    columns: tuple[str, ...]
+    rows: int
+    problem: str | None = None
+
+
+_UPLOADS: dict[tuple[str, str, str], Upload] = {}  # (runs dir, name, sha256) -> stored
+
+
+def save_upload(name: str, data: bytes, root: Path | str | None = None) -> Upload:
+    """Check an uploaded file (size, text, JSONL/CSV rows) and keep a copy in the run store,
+    under its content hash; the columns feed the page's column mapping."""
+    from core.task_data import TaskError, read_table, sha256, store_data
+
+    key = (str(root if root is not None else runs_dir()), name, sha256(data))
+    if key not in _UPLOADS:
+        try:
+            table = read_table(data, name)
+        except TaskError as e:
+            return Upload(None, (), 0, str(e))
+        path = store_data(data, name, key[0])
+        _UPLOADS[key] = Upload(str(path), table.columns, len(table.rows))
+    return _UPLOADS[key]
+
+
+COLUMN_HINTS = {"question": ("question", "problem", "prompt", "query", "input"),
+                "answer": ("answer", "solution", "target", "label", "output", "gold")}
+
+
+def guess_column(columns: tuple[str, ...] | list[str], role: str) -> str | None:
+    """The column most likely to hold the question or answer (exact, then partial names)."""
+    lower = {c.lower(): c for c in columns}
+    for hint in COLUMN_HINTS[role]:
+        if hint in lower:
+            return lower[hint]
+    for hint in COLUMN_HINTS[role]:
+        for c in columns:
+            if hint in c.lower():
+                return c
+    return None
+
+
+def task_summary(config: RunConfig) -> str | None:
+    """`N training / M held-out questions, graded by …` for a file or dataset task."""
+    from core.task_data import TaskError
+    from core.tasks import TASKS, task_for
+
+    if config.task in TASKS:
+        return None
+    try:
+        task = task_for(config)
+    except (TaskError, ValueError):
+        return None
+    used = min(config.eval_prompts, len(task.held_out))
+    return (f"{len(task.train)} training and {len(task.held_out)} held-out questions "
+            f"(evaluation uses {used}); graded as {task.grader}")
 
 
 # --- the classic comparison --------------------------------------------------------------
@@ -399,21 +547,26 @@ class DeviceInfo:
     name: str = ""
     detail: str = ""
     pending: bool = False  # the probe has not answered yet
+    mps: bool = False  # Apple's Metal backend
 
     @property
     def auto(self) -> str:
-        return "cuda" if self.cuda else "cpu"
+        return "cuda" if self.cuda else "mps" if self.mps else "cpu"
 
     def describe(self) -> str:
         if not self.known:
             return self.detail or "detecting…"
         if self.cuda:
             return f"CUDA GPU: {self.name}"
+        if self.mps:
+            return "Apple GPU (MPS)"
         return f"CPU only ({os.cpu_count()} cores)"
 
 
 _PROBE = ("import json, torch; c = torch.cuda.is_available(); "
-          "print(json.dumps({'cuda': c, 'name': torch.cuda.get_device_name(0) if c else ''}))")
+          "m = bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()); "
+          "print(json.dumps({'cuda': c, 'mps': m, "
+          "'name': torch.cuda.get_device_name(0) if c else ''}))")
 _device: DeviceInfo | None = None
 _device_thread: threading.Thread | None = None
 _device_lock = threading.Lock()
@@ -425,7 +578,7 @@ def _probe() -> None:
         out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
                              timeout=120, check=True).stdout
         d = json.loads(out.strip().splitlines()[-1])
-        info = DeviceInfo(True, bool(d["cuda"]), str(d["name"]))
+        info = DeviceInfo(True, bool(d["cuda"]), str(d["name"]), mps=bool(d.get("mps")))
     except Exception as e:  # no torch, a broken CUDA install, a timeout: say so, go on
         info = DeviceInfo(False, detail=f"could not detect ({type(e).__name__}); auto decides "
                           "when the run starts")

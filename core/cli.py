@@ -93,14 +93,17 @@ def _fail(message: str) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from core.runner import execute, preflight
+    from core.task_data import pin_task
 
     overrides: dict[str, Any] = {name: getattr(args, name) for name in FIELDS}
+    store = RunStore(args.runs_dir)
     try:
         config = build_config(args.preset, **overrides)
         preflight(config)
+        config = pin_task(config, store.root)  # a task file is copied beside the runs
     except (ConfigError, ModelError, ValueError) as e:
         return _fail(str(e))
-    writer = RunStore(args.runs_dir).create(config)
+    writer = store.create(config)
     print(f"run {writer.run_id} started in {writer.path}", file=sys.stderr)
     status = execute(config, writer)
     print(f"run ended: {status}", file=sys.stderr)

@@ -12,13 +12,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.grading import GRADERS
 from core.recipe_info import RECIPE_INFO
 
 EMBEDDED_MODEL = "embedded"
 RECIPE_NAMES = tuple(RECIPE_INFO)
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("constant", "cosine")
 SPAN_SIGNALS = ("disparity", "mean_prob")
+GRADER_CHOICES = ("auto", *GRADERS)
 
 
 class ConfigError(ValueError):
@@ -35,9 +37,29 @@ def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - `help` mirror
 class RunConfig:
     # --- what to train -------------------------------------------------------------
     model: str = _f(EMBEDDED_MODEL, "Model: 'embedded' (the lab's tiny arithmetic model), a "
-                    "local folder saved with save_pretrained, or a Hugging Face hub id.")
-    task: str = _f("add", "Task: 'add' (addition of 2-4 digit numbers) or 'mix' (harder: "
-                   "2-4 digit addition and subtraction).")
+                    "local folder saved with save_pretrained, or a Hugging Face hub id (read "
+                    "through the Hugging Face cache; offline it must be downloaded first).")
+    trust_remote_code: bool = _f(False, "Run Python code shipped with the model (auto_map in "
+                                 "its config.json). Off unless you trust its authors.")
+    task: str = _f("add", "Task: 'add' (addition of 2-4 digit numbers), 'mix' (harder: "
+                   "2-4 digit addition and subtraction), a .jsonl or .csv file with question "
+                   "and answer columns, or hf:DATASET_ID (a Hugging Face dataset; needs the "
+                   "optional `datasets` package).")
+    question_field: str = _f("question", "File and dataset tasks: the column holding the "
+                             "question.")
+    answer_field: str = _f("answer", "File and dataset tasks: the column holding the reference "
+                           "answer.")
+    grader: str = _f("auto", "File and dataset tasks: number (a plain number or GSM8K's "
+                     "'#### 42'), math (math-verify when installed, else numeric), text (exact "
+                     "match after SQuAD normalisation), or auto (number when at least half the "
+                     "answers are numbers, else text). Built-in tasks match integers exactly.")
+    dataset_subset: str = _f("", "Hugging Face dataset subset (config name), e.g. 'main' for "
+                             "openai/gsm8k; empty: the default one.")
+    dataset_split: str = _f("train", "Hugging Face dataset split, e.g. 'train' or "
+                            "'train[:2000]'; the lab makes its own held-out split from it.")
+    task_hash: str = _f("", "sha256 of the task's data, filled in at launch: the file's bytes, "
+                        "or a dataset's question/answer rows. A run refuses data that no "
+                        "longer matches; empty: not checked.")
     recipe: str = _f("binary", "Reward recipe: " + ", ".join(RECIPE_NAMES) + ". See SCIENCE.md.")
     seed: int = _f(0, "Random seed for sampling, LoRA initialisation and the training prompts.")
     # --- RL loop -------------------------------------------------------------------
@@ -45,7 +67,11 @@ class RunConfig:
     prompts_per_step: int = _f(16, "Distinct training prompts per step.")
     group_size: int = _f(8, "G: completions sampled per prompt; the group baseline needs G >= 2.")
     temperature: float = _f(1.0, "Sampling temperature for training rollouts.")
-    max_new_tokens: int = _f(10, "Longest completion, in tokens.")
+    max_new_tokens: int = _f(10, "Longest completion, in tokens. The embedded model needs "
+                             "about 10; chat models a few hundred with reasoning on.")
+    reasoning: bool = _f(True, "Chat models: ask for <think> reasoning before the <answer> and "
+                         "<confidence> tags (RLCR's format). Off: answer and confidence only "
+                         "(and Qwen3's thinking mode off). The embedded model ignores it.")
     lr: float = _f(1e-3, "Adam learning rate for the LoRA weights.")
     lr_schedule: str = _f("constant", "Learning-rate schedule: 'constant', or 'cosine' from lr "
                           "down to lr/10 at the last step (a calmer end of the run).")
@@ -81,8 +107,14 @@ class RunConfig:
     no_eval: bool = _f(False, "Skip every evaluation, the step-0 and final ones too.")
     keep_samples: int = _f(64, "Completions kept per evaluation for the completion browser.")
     # --- machine -------------------------------------------------------------------
-    device: str = _f("auto", "Device: auto (cuda if present, else cpu), cpu or cuda. "
-                     "CUDA runs in bf16.")
+    device: str = _f("auto", "Device: auto (cuda if present, else mps, else cpu), cpu, cuda "
+                     "or mps. CUDA runs in bf16.")
+    gradient_checkpointing: bool = _f(False, "Recompute each layer's activations in the "
+                                      "backward pass instead of keeping them: less memory "
+                                      "for long completions, roughly a third more time.")
+    generation_batch_size: int = _f(0, "Completions generated per call (whole prompts at a "
+                                    "time); 0: every training row at once and up to 1024 in "
+                                    "evaluation. Lower it when generation runs out of memory.")
     threads: int = _f(0, "CPU threads for torch; 0 uses every core.")
     merged_sampling: bool = _f(True, "Generate with a copy of the adapted layers that has the "
                                "LoRA update merged in: faster sampling, at the memory cost of "
@@ -205,6 +237,18 @@ def validate(c: RunConfig) -> list[str]:
         p.append(f"threads must be >= 0 (0 uses every core), got {c.threads}")
     if not c.model.strip():
         p.append("model must be 'embedded', a local folder or a hub id")
+    if c.grader not in GRADER_CHOICES:
+        p.append(f"unknown grader {c.grader!r}: choose one of {', '.join(GRADER_CHOICES)}")
+    if not c.question_field.strip() or not c.answer_field.strip():
+        p.append("question_field and answer_field must name columns (e.g. question, answer)")
+    elif c.question_field == c.answer_field:
+        p.append(f"question_field and answer_field are both {c.question_field!r}: map the "
+                 "answer to its own column")
+    if not c.dataset_split.strip():
+        p.append("dataset_split must name a split, e.g. train")
+    if c.generation_batch_size < 0:
+        p.append(f"generation_batch_size must be >= 0 (0: all at once), got "
+                 f"{c.generation_batch_size}")
     return p
 
 
@@ -219,6 +263,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "lr_schedule": "cosine"},
     "smoke": {"steps": 4, "eval_every": 2, "eval_prompts": 16, "eval_samples": 4,
               "prompts_per_step": 4, "group_size": 4},
+    # A starting point for a ~0.5B chat model on one GPU: RLCR's T = 0.7, room for reasoning,
+    # a LoRA learning rate well below the embedded model's, and generation in slices of 16
+    # rows: evaluation keeps vocabulary-wide logits per new token (see core.model_catalog).
+    "chat": {"steps": 50, "prompts_per_step": 4, "group_size": 8, "temperature": 0.7,
+             "eval_temperature": 0.7, "max_new_tokens": 384, "lr": 2e-5, "eval_every": 10,
+             "eval_prompts": 64, "eval_samples": 4, "generation_batch_size": 16,
+             "gradient_checkpointing": True},
 }
 
 

@@ -44,8 +44,8 @@ class _Samples:
 
 def _draw(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,
           task: Task, examples: list[Example], n: int, temperature: float | None,
-          max_new_tokens: int) -> _Samples:
-    chunk = max(1, MAX_ROWS_PER_GENERATE // n)
+          max_new_tokens: int, max_rows: int = 0) -> _Samples:
+    chunk = max(1, (max_rows or MAX_ROWS_PER_GENERATE) // n)
     parts: list[_Samples] = []
     for i in range(0, len(examples), chunk):
         rollout = sample(model, tokenizer, fmt, examples[i:i + chunk], n, temperature,
@@ -68,8 +68,9 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Pr
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed * 1_000_003 + step)
         s = _draw(model, tokenizer, fmt, task, examples, n, config.eval_temperature,
-                  config.max_new_tokens)
-        greedy = _draw(model, tokenizer, fmt, task, examples, 1, None, config.max_new_tokens)
+                  config.max_new_tokens, config.generation_batch_size)
+        greedy = _draw(model, tokenizer, fmt, task, examples, 1, None, config.max_new_tokens,
+                       config.generation_batch_size)
     per_prompt = s.correct.reshape(len(examples), n)  # [P, n]
     answers = [s.answers[p * n:(p + 1) * n] for p in range(len(examples))]
     consistency = np.array([np.nan if c is None else c

@@ -1,7 +1,9 @@
 """Loading models: the embedded default and any `from_pretrained` model, with LoRA on top.
 
 The embedded model is loaded through exactly the path a hub model takes
-(`AutoModelForCausalLM` / `AutoTokenizer`), from `data/models/tiny-arith`.
+(`AutoModelForCausalLM` / `AutoTokenizer`), from `data/models/tiny-arith`. It declares the
+compact format in its config; every other model is a chat model, prompted through its
+tokenizer's chat template with RLCR's tags (core.formats.TagFormat).
 """
 
 from __future__ import annotations
@@ -10,34 +12,89 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
+from jinja2.exceptions import TemplateError
 from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from core.config import RunConfig
-from core.formats import COMPACT, PromptFormat
-from core.model_source import ModelError, check_model
+from core.formats import COMPACT, ChatRenderer, Messages, PromptFormat, TagFormat
+from core.model_source import ModelError, ModelSource, check_model
+
+
+def mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
 def pick_device(requested: str) -> torch.device:
+    """auto: cuda, else mps, else cpu; an explicit device must be present."""
     if requested == "cuda" and not torch.cuda.is_available():
         raise ModelError("device 'cuda' was asked for but no CUDA GPU is visible: use auto or cpu")
+    if requested == "mps" and not mps_available():
+        raise ModelError("device 'mps' was asked for but Apple's MPS is not available: use auto "
+                         "or cpu")
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available()
+                            else "mps" if mps_available() else "cpu")
     return torch.device(requested)
 
 
-def prompt_format_for(model_config: object) -> PromptFormat:
+def model_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA GPUs that have it (half the memory, the same range as float32)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether tokenizing text puts a BOS token in front of it."""
+    ids = tokenizer("a")["input_ids"]
+    return tokenizer.bos_token_id is not None and bool(ids) and ids[0] == tokenizer.bos_token_id
+
+
+def chat_renderer(tokenizer: PreTrainedTokenizerBase, reasoning: bool) -> ChatRenderer:
+    """The tokenizer's chat template with the generation prompt on, as text.
+
+    `enable_thinking` reaches templates that know it (Qwen3) and is ignored by the rest.
+    A template that refuses a system message gets the instructions in the user's turn.
+    Templates that write the BOS token themselves (Llama 3) lose it here, because
+    `core.rollout.sample` tokenizes with special tokens and would add a second one.
+    """
+    strip_bos = adds_bos(tokenizer) and bool(tokenizer.bos_token)
+
+    def apply(messages: Messages) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=True,
+                                             enable_thinking=reasoning)
+
+    def render(messages: Messages) -> str:
+        try:
+            text = apply(messages)
+        except TemplateError:
+            system, user = messages[0]["content"], messages[1]["content"]
+            text = apply([{"role": "user", "content": f"{system}\n\n{user}"}])
+        if strip_bos and text.startswith(tokenizer.bos_token):
+            text = text[len(tokenizer.bos_token):]
+        return text
+
+    return render
+
+
+def prompt_format_for(model_config: object, tokenizer: PreTrainedTokenizerBase,
+                      reasoning: bool = True) -> PromptFormat:
     """The embedded model declares the compact format in its config; others are chat models."""
-    fmt = getattr(model_config, "lab_prompt_format", None)
-    if fmt == COMPACT.name:
+    if getattr(model_config, "lab_prompt_format", None) == COMPACT.name:
         return COMPACT
-    raise ModelError("this model has no compact-format marker; chat models need the tag "
-                     "format, which this version of the lab does not have yet")
+    if not tokenizer.chat_template:
+        raise ModelError("this model's tokenizer has no chat template: the lab prompts chat "
+                         "models through their template, so use an instruction-tuned model")
+    return TagFormat(render=chat_renderer(tokenizer, reasoning), reasoning=reasoning)
 
 
 @dataclass
@@ -65,32 +122,59 @@ class LoadedModel:
         return self.sampler
 
 
-def load_tokenizer(location: str) -> PreTrainedTokenizerBase:
-    tok = AutoTokenizer.from_pretrained(location)
+def load_tokenizer(location: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    tok = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     tok.padding_side = "left"  # generation continues from the right edge
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
+def load_pretrained(source: ModelSource, name: str, dtype: torch.dtype,
+                    trust_remote_code: bool) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """Weights and tokenizer, any loading failure turned into a ModelError that says why."""
+    try:
+        base = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype,
+                                                    trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(source.location, trust_remote_code)
+    except (OSError, ValueError, RuntimeError, KeyError, ImportError, SafetensorError) as e:
+        why = (str(e).strip().splitlines() or [""])[0]
+        hint = ("; this model ships its own code: pass --trust-remote-code if you trust its "
+                "authors" if "trust_remote_code" in str(e) and not trust_remote_code else "")
+        raise ModelError(f"could not load model {name!r}: {type(e).__name__}: {why}{hint}") from e
+    return base, tokenizer
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Activation checkpointing on each decoder layer.
+
+    transformers checkpoints a layer only while it is in training mode with gradients on,
+    so the layers are put in training mode here, whatever mode loading left them in.
+    Generation runs without gradients and keeps its KV cache.
+    """
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    for module in model.modules():
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+            module.training = True
+
+
 def load_policy(config: RunConfig) -> LoadedModel:
     """The base model with a fresh LoRA adapter, seeded by the run's seed."""
     source = check_model(config.model)
     device = pick_device(config.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        base = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
-        tokenizer = load_tokenizer(source.location)
-    except OSError as e:
-        raise ModelError(f"could not load model {config.model!r}: {e}") from e
-    fmt = prompt_format_for(base.config)
+    base, tokenizer = load_pretrained(source, config.model, model_dtype(device),
+                                      config.trust_remote_code)
+    fmt = prompt_format_for(base.config, tokenizer, config.reasoning)
     torch.manual_seed(config.seed)
     targets: str | list[str] = config.lora_targets.strip()
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    # The sampler is copied first: it only generates, so it never checkpoints.
     sampler = copy.deepcopy(base).to(device).eval() if config.merged_sampling else None
+    if config.gradient_checkpointing:
+        enable_checkpointing(base)
     model = get_peft_model(base, lora).to(device)
     loaded = LoadedModel(model, tokenizer, fmt, device, sampler)
     if sampler is not None:

@@ -111,6 +111,43 @@ def _shared_prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
     return out.cache
 
 
+def sample_in_slices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                     fmt: PromptFormat, examples: list[Example], samples: int,
+                     temperature: float | None, max_new_tokens: int, max_rows: int = 0
+                     ) -> Rollout:
+    """`sample`, generating at most `max_rows` rows per call (whole prompts; 0: all at once)
+    and joining the slices into one rollout. Bounds generation memory on big models."""
+    per_call = max(1, max_rows // samples) if max_rows else len(examples)
+    if per_call >= len(examples):
+        return sample(model, tokenizer, fmt, examples, samples, temperature, max_new_tokens)
+    return join_rollouts([sample(model, tokenizer, fmt, examples[i:i + per_call], samples,
+                                 temperature, max_new_tokens)
+                          for i in range(0, len(examples), per_call)], tokenizer.pad_token_id)
+
+
+def join_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Rollouts stacked row-wise: prompts left-padded to the widest W, completions
+    right-padded to the longest T (padding is masked out everywhere)."""
+    width = max(r.prompt_width for r in parts)  # W
+    length = max(r.completion_ids.shape[1] for r in parts)  # T
+
+    def pad(x: torch.Tensor, left: int, right: int, value: float) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (left, right), value=value)
+
+    ids, attn, comp, logprobs = [], [], [], []
+    for r in parts:
+        left, right = width - r.prompt_width, length - r.completion_ids.shape[1]
+        ids.append(pad(r.input_ids, left, right, pad_id))  # [b, W + T]
+        attn.append(pad(r.attention_mask, left, right, 0))  # [b, W + T]
+        comp.append(pad(r.completion_mask, 0, right, 0))  # [b, T]
+        if r.logprobs is not None:
+            logprobs.append(pad(r.logprobs, 0, right, 0.0))  # [b, T]
+    return Rollout([ex for r in parts for ex in r.examples], torch.cat(ids), torch.cat(attn),
+                   torch.cat(comp), width, [t for r in parts for t in r.texts],
+                   torch.cat(logprobs) if len(logprobs) == len(parts) else None,
+                   parts[0].samples)
+
+
 @cache
 def _piece_lengths(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     """Characters each token id adds to decoded text (special tokens add none)."""

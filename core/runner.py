@@ -15,15 +15,17 @@ import traceback
 from pathlib import Path
 
 from core.config import RunConfig
-from core.model_source import check_model
+from core.failures import failure_message
+from core.model_source import check_hub_reachable, check_model
 from core.store import RunStore, RunWriter
-from core.tasks import get_task
+from core.tasks import task_for
 
 
 def preflight(config: RunConfig) -> None:
     """Everything that can be checked without loading weights; raises with a clear message."""
-    check_model(config.model)
-    get_task(config.task)
+    source = check_model(config.model)
+    task_for(config)  # a file or dataset task checks every row here
+    check_hub_reachable(source)  # last: the only check that may wait on the network
 
 
 def execute(config: RunConfig, writer: RunWriter) -> str:
@@ -39,7 +41,7 @@ def execute(config: RunConfig, writer: RunWriter) -> str:
     except Exception as e:  # the run's record must say why it ended, whatever the cause
         writer.log_text(traceback.format_exc())
         status = "failed"
-        writer.update_status(status=status, error=f"{type(e).__name__}: {e}",
+        writer.update_status(status=status, error=failure_message(e, config),
                              ended_at=time.time())
     return status
 

@@ -14,9 +14,9 @@ from core.config import RunConfig, learning_rate
 from core.evaluate import evaluate
 from core.modeling import LoadedModel, load_policy
 from core.recipes import RECIPES, RecipeBatch
-from core.rollout import answer_probability, grade, sample, score_tokens, span_confidence
+from core.rollout import answer_probability, grade, sample_in_slices, score_tokens, span_confidence
 from core.store import RunWriter
-from core.tasks import get_task
+from core.tasks import task_for
 
 
 class TrainingError(RuntimeError):
@@ -33,7 +33,7 @@ def train(config: RunConfig, writer: RunWriter,
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     loaded = loaded or load_policy(config)
     model, tokenizer, fmt = loaded.model, loaded.tokenizer, loaded.prompt_format
-    task = get_task(config.task)
+    task = task_for(config)
     eval_set = task.eval_set(config.eval_prompts)
     recipe = RECIPES[config.recipe]
     use_disparity = recipe.needs_span_confidence and config.rlsf_signal == "disparity"
@@ -62,8 +62,9 @@ def train(config: RunConfig, writer: RunWriter,
             group["lr"] = learning_rate(config, step)
         # 1. Rollout: G completions per training prompt, then read and grade them.
         examples = task.train_batch(rng, config.prompts_per_step)
-        rollout = sample(loaded.sampling_model(), tokenizer, fmt, examples, config.group_size,
-                         config.temperature, config.max_new_tokens)
+        rollout = sample_in_slices(loaded.sampling_model(), tokenizer, fmt, examples,
+                                   config.group_size, config.temperature,
+                                   config.max_new_tokens, config.generation_batch_size)
         graded = grade(rollout, fmt, task, tokenizer)
         ref_logprobs = None
         if recipe.needs_reference(config):

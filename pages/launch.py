@@ -1,4 +1,7 @@
-"""Launch: choose a model, task, recipe and settings; check them; start a background run."""
+"""Launch: choose a model, task, recipe and settings; check them; start a background run.
+
+Models: the embedded one, a curated chat model, or any folder or hub id. Tasks: the built-in
+ones, an uploaded JSONL/CSV file with a column mapping, or a Hugging Face dataset."""
 
 import dataclasses
 
@@ -7,15 +10,18 @@ import streamlit as st
 from core import api
 from core.config import DEVICES, EMBEDDED_MODEL, FIELDS, PRESETS, RECIPE_NAMES, help_text
 from core.recipe_info import RECIPE_INFO
-from ui import common
+from ui import common, task_source
 
 common.page_setup("Launch")
 
 FORM_FIELDS = ("task", "recipe", "seed", "steps", "prompts_per_step", "group_size", "lr",
                "lora_rank", "kl_beta", "temperature", "eval_every", "eval_prompts",
                "eval_samples", "wr_lambda", "rlsf_beta", "rlsf_threshold", "rlsf_signal",
-               "device")
-TASKS = api.task_choices()
+               "device", "max_new_tokens", "reasoning", "trust_remote_code", "grader",
+               "question_field", "answer_field", "dataset_subset", "dataset_split",
+               "gradient_checkpointing", "generation_batch_size")
+TASKS = {**api.task_choices(), **task_source.SOURCES}
+MODELS = api.model_choices()
 
 
 def defaults(preset: str) -> dict:
@@ -45,21 +51,33 @@ device = api.detected_device()
 
 st.selectbox("Start from", [*PRESETS, "defaults"], key="launch_preset", on_change=apply_preset,
              help="Fills the settings below: quick = 100 steps (minutes), smoke = 4 tiny "
-                  "steps (seconds), defaults = RunConfig's own defaults.")
+                  "steps (seconds), chat = a starting point for a ~0.5B chat model on a GPU, "
+                  "defaults = RunConfig's own defaults.")
 
 st.subheader("What to train")
 c1, c2, c3 = st.columns(3)
-model_kind = c1.selectbox("Model", ["embedded (tiny-arith)", "other: folder or hub id"],
-                          key="launch_model_kind", help=help_text("model"))
-model = EMBEDDED_MODEL
-if model_kind.startswith("other"):
+model_kind = c1.selectbox("Model", list(MODELS), format_func=MODELS.get, key="launch_model_kind",
+                          help=help_text("model"))
+model = api.model_for_choice(model_kind)
+if model_kind == api.OTHER_MODEL:
     model = c1.text_input("Model folder or hub id", key="launch_model_path",
                           placeholder="/path/to/model or Qwen/Qwen2.5-0.5B-Instruct").strip()
-c2.selectbox("Task (difficulty)", list(TASKS), format_func=TASKS.get, key="launch_task",
-             help=help_text("task"))
+if model:
+    c1.caption(api.model_status(model))
+task_kind = c2.selectbox("Task (difficulty)", list(TASKS), format_func=TASKS.get,
+                         key="launch_task", help=help_text("task"))
 recipe = c3.selectbox("Recipe", RECIPE_NAMES, key="launch_recipe", help=help_text("recipe"))
 c3.caption(RECIPE_INFO[recipe].summary)
 st.latex(RECIPE_INFO[recipe].formula)
+
+chosen = task_source.draw(task_kind)  # an upload with its column mapping, or a dataset
+task, problems = chosen.task, list(chosen.problems)
+if model and model != EMBEDDED_MODEL:
+    k1, k2 = st.columns(2)
+    k1.toggle("Reasoning before the answer (<think>)", key="launch_reasoning",
+              help=help_text("reasoning"))
+    k2.toggle("Trust the model's own code", key="launch_trust_remote_code",
+              help=help_text("trust_remote_code"))
 
 if recipe == "w-reinforce":
     st.number_input("λ (weight on correct samples)", key="launch_wr_lambda", step=0.05,
@@ -87,6 +105,8 @@ t3.number_input("KL β", key="launch_kl_beta", min_value=0.0, step=0.01, format=
                 help=help_text("kl_beta"))
 t4.number_input("Temperature", key="launch_temperature", min_value=0.0, step=0.1,
                 help=help_text("temperature"))
+t1.number_input("Max new tokens", key="launch_max_new_tokens", min_value=1, step=32,
+                help=help_text("max_new_tokens"))
 
 st.subheader("Evaluation")
 e1, e2, e3, e4 = st.columns(4)
@@ -100,7 +120,12 @@ pass_k_text = e4.text_input("Pass@k values", key="launch_pass_k", placeholder="1
                             help=help_text("pass_k"))
 
 st.subheader("Machine")
-st.radio("Device", DEVICES, key="launch_device", horizontal=True, help=help_text("device"))
+g1, g2, g3 = st.columns(3)
+g1.radio("Device", DEVICES, key="launch_device", horizontal=True, help=help_text("device"))
+g2.number_input("Generation batch size (rows; 0 = all)", key="launch_generation_batch_size",
+                min_value=0, step=8, help=help_text("generation_batch_size"))
+g3.toggle("Gradient checkpointing", key="launch_gradient_checkpointing",
+          help=help_text("gradient_checkpointing"))
 
 
 @st.fragment(run_every=1.0 if device.pending else None)
@@ -115,9 +140,8 @@ def detected() -> None:
 
 detected()
 
-values = {f: st.session_state[f"launch_{f}"] for f in FORM_FIELDS}
-values["model"] = model
-problems = []
+values = {f: st.session_state.get(f"launch_{f}", FIELDS[f].default) for f in FORM_FIELDS}
+values["model"], values["task"] = model, task
 try:
     values["pass_k"] = tuple(int(k) for k in pass_k_text.replace(" ", "").split(",") if k)
 except ValueError:
@@ -130,17 +154,25 @@ if not problems:
     config, problems = api.check_config(values, device=device)
 
 st.session_state["saved_launch_form"] = {k: v for k, v in st.session_state.items()
-                                   if k.startswith("launch_") and k != "launch_go"}
+                                         if k.startswith("launch_")
+                                         and k not in ("launch_go", "launch_upload")}
 st.divider()
 runs = api.list_runs()
 if problems:
     st.error("Fix these before launching:\n\n" + "\n".join(f"- {p}" for p in problems))
 else:
     est = api.estimate(config, runs)
+    mem = api.memory_estimate(config, device)
+    data = api.task_summary(config)
     st.info(f"Estimated run time: about **{api.fmt_duration(est.seconds)}** alone on this "
             f"machine ({est.basis}).  \n{config.steps} steps of {config.prompts_per_step} "
             f"prompts × G = {config.group_size}; {api.n_evals(config)} evaluations of "
-            f"{config.eval_prompts} prompts × n = {config.eval_samples}.")
+            f"{config.eval_prompts} prompts × n = {config.eval_samples}.  \nMemory: "
+            + (f"**{mem.describe()}**." if mem else "unknown until the model is downloaded.")
+            + (f"  \nData: {data}." if data else ""))
+    if model != EMBEDDED_MODEL and config.max_new_tokens < 64:
+        st.warning(f"Max new tokens is {config.max_new_tokens}: too short for a chat model's "
+                   "<answer> and <confidence> tags. Start from the chat preset or raise it.")
 running = [r for r in runs if r.status == "running"]
 if len(running) >= 2:
     st.warning(f"{len(running)} runs are training now; another one will slow them all down.")

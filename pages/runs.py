@@ -27,7 +27,7 @@ shown = [r for r in runs if (not statuses or r.status in statuses)
          and (not text or text in " ".join([r.id, common.recipe_of(r), *r.tags]))]
 st.dataframe(pd.DataFrame([{
     "run": r.id, "status": common.status_text(r.status), "recipe": common.recipe_of(r),
-    "task": r.config.get("task"), "seed": r.config.get("seed"),
+    "task": api.task_label(str(r.config.get("task", ""))), "seed": r.config.get("seed"),
     "progress": f"{r.step}/{r.total_steps}", "tags": ", ".join(r.tags),
     "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at))
     if r.started_at else "—"} for r in shown]), hide_index=True, key="runs_table")

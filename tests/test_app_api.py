@@ -145,3 +145,54 @@ def test_device_probe_runs_in_a_subprocess(monkeypatch):
     assert info.known and info.auto in ("cpu", "cuda")
     assert info.describe()
     assert ("torch" in sys.modules) == had_torch
+
+
+# --- models and data -------------------------------------------------------------------------
+
+def test_model_choices_and_what_each_choice_means():
+    choices = api.model_choices()
+    assert list(choices)[0] == api.EMBEDDED_CHOICE and list(choices)[-1] == api.OTHER_MODEL
+    assert "494 M params · weights 1.0 GB in bf16" in choices["Qwen/Qwen2.5-0.5B-Instruct"]
+    assert "362 M params" in choices["HuggingFaceTB/SmolLM2-360M-Instruct"]
+    assert api.model_for_choice(api.EMBEDDED_CHOICE) == "embedded"
+    assert api.model_for_choice("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
+    assert api.model_for_choice(api.OTHER_MODEL, " /models/x ") == "/models/x"
+    assert "does not exist" in api.model_status("/no/such/model/folder")
+
+
+def test_memory_estimate_sources(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    embedded = api.memory_estimate(build_config())
+    assert embedded and embedded.dtype == "float32" and embedded.total < 1e9
+    qwen = build_config("chat", model="Qwen/Qwen2.5-0.5B-Instruct")
+    on_gpu = api.memory_estimate(qwen, api.DeviceInfo(True, cuda=True))
+    assert on_gpu.dtype == "bf16" and on_gpu.parts["weights"] == pytest.approx(0.988e9, 0.01)
+    assert api.memory_estimate(qwen.replace(model="someone/unknown-model")) is None
+
+
+def test_task_labels_and_column_guesses():
+    assert api.task_label("add") == "add" and api.task_label("hf:openai/gsm8k") == "hf:openai/gsm8k"
+    assert api.task_label("/runs/datasets/0123456789ab-my-data.jsonl") == "my-data.jsonl"
+    assert api.task_label("/home/me/plain-name.jsonl") == "plain-name.jsonl"
+    assert api.guess_column(("id", "Problem", "solution"), "question") == "Problem"
+    assert api.guess_column(("id", "Problem", "solution"), "answer") == "solution"
+    assert api.guess_column(("input_text", "gold_answer"), "answer") == "gold_answer"
+    assert api.guess_column(("a", "b"), "question") is None
+
+
+def test_launch_pins_a_task_file_into_the_store(runs_dir, tmp_path, monkeypatch):
+    import core.runner
+
+    src = tmp_path / "qa.jsonl"
+    src.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": str(i + 1)}) + "\n"
+                           for i in range(100)))
+    seen = []
+    monkeypatch.setattr(core.runner, "launch", lambda config, root: seen.append(config) or "id")
+    assert api.launch(build_config(task=str(src))) == "id"
+    (config,) = seen
+    assert config.task.startswith(str((runs_dir / "datasets").resolve()))
+    assert len(config.task_hash) == 64
+    assert api.task_summary(config).endswith("graded as number")
+    assert api.task_summary(build_config()) is None

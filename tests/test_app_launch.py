@@ -15,18 +15,6 @@ def runs_dir(tmp_path, monkeypatch):
     return use_store(tmp_path, monkeypatch)
 
 
-@pytest.fixture
-def fake_launch(monkeypatch):
-    calls = []
-
-    def launch(config, root=None):
-        calls.append(config)
-        return IDS[1]  # an existing recorded run, so the Run page has something to show
-
-    monkeypatch.setattr(api, "launch", launch)
-    return calls
-
-
 def test_launch_form_starts_from_quick_with_help_texts(runs_dir):
     at = ok(page("launch"))
     assert at.number_input(key="launch_steps").value == 100

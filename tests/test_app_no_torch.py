@@ -47,3 +47,16 @@ def test_api_module_is_light():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_model_and_data_checks_are_light_too(tmp_path):
+    """The Launch page checks chat models, hub ids and task files on every rerun."""
+    code = ("import sys; from core import api; from core.config import build_config; "
+            "c = build_config('chat', model='Qwen/Qwen2.5-0.5B-Instruct'); "
+            "api.model_status(c.model); api.memory_estimate(c); api.check_config(c.to_dict()); "
+            "api.save_upload('q.jsonl', b'{\"question\": \"1?\", \"answer\": \"1\"}', "
+            "sys.argv[1]); "
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,15 @@ from pathlib import Path
 import pytest
 
 from core.config import RunConfig, help_text
+from core.model_source import EMBEDDED_DIR
 from core.store import RUNS_DIR_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args: str, runs_dir: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "10000"}  # no help wrapping
+def run_cli(*args: str, runs_dir: Path | None = None,
+            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "10000", **(env_extra or {})}  # no help wrapping
     env.pop(RUNS_DIR_ENV, None)
     if runs_dir is not None:
         env[RUNS_DIR_ENV] = str(runs_dir)  # belt and braces: --runs-dir is passed too
@@ -37,18 +40,38 @@ def squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def model_without_config(tmp_path: Path) -> str:
+def model_without_config(tmp_path: Path) -> list[str]:
     folder = tmp_path / "empty-model"
     folder.mkdir()
-    return str(folder)
+    return ["--model", str(folder)]
 
 
-def model_without_weights(tmp_path: Path) -> str:
+def model_without_weights(tmp_path: Path) -> list[str]:
     folder = tmp_path / "no-weights"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     (folder / "tokenizer.json").write_text("{}")
-    return str(folder)
+    return ["--model", str(folder)]
+
+
+def model_with_damaged_weights(tmp_path: Path) -> list[str]:
+    """The embedded model with its weight file cut short, as an interrupted copy leaves it."""
+    folder = tmp_path / "damaged"
+    shutil.copytree(EMBEDDED_DIR, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    return ["--model", str(folder)]
+
+
+def task_file(name: str, text: str, *flags: str):
+    def build(tmp_path: Path) -> list[str]:
+        path = tmp_path / name
+        path.write_text(text)
+        return ["--task", str(path), *flags]
+    return build
+
+
+QA = "".join(f'{{"question": "What is {i} + 1?", "answer": "{i + 1}"}}\n' for i in range(100))
 
 
 # (test id, argv after `train`, a word the one-line error must contain)
@@ -65,14 +88,23 @@ BAD_INPUTS = [
     ("missing-model-path", ["--model", "/nonexistent/path"], "/nonexistent/path"),
     ("model-without-config", [model_without_config], "config.json"),
     ("model-without-weights", [model_without_weights], "weights"),
+    ("model-damaged-weights", [model_with_damaged_weights], "model.safetensors is damaged"),
+    ("task-missing-column", [task_file("qa.jsonl", QA.replace('"answer"', '"solution"'))],
+     "no 'answer' column"),
+    ("task-empty-file", [task_file("qa.jsonl", "")], "is empty"),
+    ("task-non-numeric-answer", [task_file("qa.jsonl", QA.replace('"5"', '"five"'),
+                                           "--grader", "number")],
+     "line 5: answer 'five' is not a number"),
+    ("task-missing-file", ["--task", "/nonexistent/qa.jsonl"], "does not exist"),
+    ("unknown-grader", ["--grader", "fuzzy"], "grader"),
 ]
 
 
 @pytest.mark.parametrize(("argv", "word"), [(a, w) for _, a, w in BAD_INPUTS],
                          ids=[i for i, _, _ in BAD_INPUTS])
 def test_bad_input_exits_2_with_one_line_and_no_run_folder(tmp_path, argv, word):
-    if callable(argv[0]):  # a model folder built for this test
-        argv = ["--model", argv[0](tmp_path)]
+    if callable(argv[0]):  # a model folder or task file built for this test
+        argv = argv[0](tmp_path)
     runs = tmp_path / "runs"
     proc = run_cli("train", *argv, "--runs-dir", str(runs), runs_dir=runs)
     assert proc.returncode == 2, proc.stderr
@@ -125,3 +157,15 @@ def test_show_unknown_or_unsafe_id_exits_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_hub_id_offline_is_refused_with_how_to_download(tmp_path):
+    runs = tmp_path / "runs"
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}  # an empty cache
+    proc = run_cli("train", "--model", "nobody-here/NoSuchModel-0.5B", "--runs-dir", str(runs),
+                   runs_dir=runs, env_extra=offline)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "nobody-here/NoSuchModel-0.5B is not in the Hugging Face cache" in line
+    assert "offline" in line and "hf download nobody-here/NoSuchModel-0.5B" in line
+    assert not runs.exists() or not any(runs.iterdir())

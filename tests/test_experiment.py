@@ -240,12 +240,13 @@ def test_cli_experiment_end_to_end(tmp_path: Path) -> None:
 
 
 def test_failed_runs_do_not_stop_the_experiment(tmp_path: Path) -> None:
-    """Weights that cannot be read pass preflight but fail in the worker: the run is
-    recorded as failed and the outputs are still written."""
+    """A model that passes preflight (a whole, empty safetensors file; the compact-format
+    marker) but cannot be loaded (no model type) fails in the worker: the run is recorded
+    as failed and the outputs are still written."""
     model = tmp_path / "broken-model"
     model.mkdir()
-    (model / "config.json").write_text("{}")
-    (model / "model.safetensors").write_text("not weights")
+    (model / "config.json").write_text('{"lab_prompt_format": "compact"}')
+    (model / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
     with open(tmp_path / "progress.txt", "w") as progress:
         result = run_classic(task="add", seeds=[0], recipes=["nsr"], workers=1,
                              out=tmp_path / "out", runs_dir=tmp_path / "runs",

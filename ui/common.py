@@ -59,8 +59,8 @@ def run_label(r: RunRecord, status: bool = False) -> str:
     if r.status == "damaged":
         return f"{r.id} · damaged"
     when = time.strftime("%m-%d %H:%M", time.localtime(r.started_at)) if r.started_at else "?"
-    label = (f"{recipe_of(r)} · seed {r.config.get('seed', '?')} · {r.config.get('task', '?')}"
-             f" · {when} ({r.id[-4:]})")
+    task = api.task_label(str(r.config.get("task", "?")))
+    label = f"{recipe_of(r)} · seed {r.config.get('seed', '?')} · {task} · {when} ({r.id[-4:]})"
     return f"{label} · {status_md(r.status)}" if status else label
 
 

@@ -1,0 +1,49 @@
+"""A run that runs out of memory is marked failed with what to change; its log stays."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core import train as train_module
+from core.config import build_config
+from core.failures import failure_message, is_out_of_memory
+from core.runner import execute
+from core.store import RunStore
+
+
+def test_cuda_out_of_memory_marks_the_run_failed_and_keeps_what_was_logged(tmp_path,
+                                                                           monkeypatch):
+    def runs_out(config, writer, should_stop=None, loaded=None):
+        writer.log(0, {"eval/accuracy": 0.25})
+        writer.log(1, {"train/loss": 0.5})
+        writer.update_status(step=1)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 "
+                                     "has a total capacity of 23.6 GiB")
+
+    monkeypatch.setattr(train_module, "train", runs_out)
+    config = build_config("chat", model="embedded", steps=5)
+    store = RunStore(tmp_path)
+    writer = store.create(config)
+    assert execute(config, writer) == "failed"
+    record = store.load(writer.run_id)
+    assert record.status == "failed" and record.step == 1
+    assert record.error.startswith("OutOfMemoryError: the device ran out of memory (CUDA out")
+    for hint in ("smaller G (group_size, now 8)", "max_new_tokens, now 384",
+                 "generation_batch_size (now 16)", "gradient_checkpointing"):
+        assert hint in record.error
+    assert [t["step"] for t in record.train] == [1] and record.evals[0]["accuracy"] == 0.25
+    assert "Traceback" in (writer.path / "log.txt").read_text()  # the details, for later
+
+
+@pytest.mark.parametrize(("error", "oom"), [
+    (torch.OutOfMemoryError("CUDA out of memory"), True),
+    (RuntimeError("MPS backend out of memory (MPS allocated: 8 GB)"), True),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
+])
+def test_out_of_memory_is_recognised_by_kind_or_words(error, oom):
+    assert is_out_of_memory(error) is oom
+    message = failure_message(error, build_config())
+    assert ("smaller G" in message) is oom
+    if not oom:
+        assert message == f"RuntimeError: {error}"
