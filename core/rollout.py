@@ -197,20 +197,7 @@ def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool 
     prompt's compute is saved, and the gradient still reaches the LoRA weights through the
     shared prefix. Same values as one forward pass over every full row (tested).
     """
-    g, w = rollout.samples, rollout.prompt_width
-    t = rollout.completion_ids.shape[1]
-    positions = position_ids(rollout.attention_mask)  # [B, W + T]
-    prefix = model(input_ids=rollout.input_ids[::g, :w], position_ids=positions[::g, :w],
-                   attention_mask=rollout.attention_mask[::g, :w], use_cache=True,
-                   logits_to_keep=1)
-    logits = prefix.logits.repeat_interleave(g, dim=0)  # [B, 1, V] predicts y_1
-    if t > 1:
-        cache = prefix.cache
-        cache.batch_repeat_interleave(g)  # [P, ...] -> [B, ...], differentiable
-        rest = model(input_ids=rollout.input_ids[:, w:w + t - 1], cache=cache, use_cache=True,
-                     attention_mask=rollout.attention_mask[:, :w + t - 1],
-                     position_ids=positions[:, w:w + t - 1])
-        logits = torch.cat([logits, rest.logits], dim=1)  # [B, T, V] predicts y_1 .. y_T
+    logits = _completion_logits(model, rollout)  # [B, T, V]
     logp_all = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
     targets = rollout.completion_ids.unsqueeze(-1)  # [B, T, 1]
     logprobs = logp_all.gather(-1, targets).squeeze(-1)  # [B, T]
@@ -222,6 +209,33 @@ def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool 
             best_other = torch.where(chosen_is_top, top2.values[..., 1], top2.values[..., 0])
             disparity = logprobs.detach().exp() - best_other.exp()  # [B, T]
     return TokenScores(logprobs, disparity)
+
+
+def _completion_logits(model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
+    """Logits that predict each completion token y_1 .. y_T: [B, T, V]."""
+    g, w = rollout.samples, rollout.prompt_width
+    t = rollout.completion_ids.shape[1]
+    positions = position_ids(rollout.attention_mask)  # [B, W + T]
+    # Activation checkpointing re-runs each layer in the backward pass, and the re-run would
+    # append the completions' keys to the shared cache a second time: score full rows then.
+    recomputes = torch.is_grad_enabled() and any(
+        getattr(m, "gradient_checkpointing", False) and m.training for m in model.modules())
+    if g == 1 or recomputes:
+        out = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+                    position_ids=positions, logits_to_keep=t + 1)
+        return out.logits[:, :-1]  # [B, T, V]
+    prefix = model(input_ids=rollout.input_ids[::g, :w], position_ids=positions[::g, :w],
+                   attention_mask=rollout.attention_mask[::g, :w], use_cache=True,
+                   logits_to_keep=1)
+    logits = prefix.logits.repeat_interleave(g, dim=0)  # [B, 1, V] predicts y_1
+    if t == 1:
+        return logits
+    cache = prefix.cache
+    cache.batch_repeat_interleave(g)  # [P, ...] -> [B, ...], differentiable
+    rest = model(input_ids=rollout.input_ids[:, w:w + t - 1], cache=cache, use_cache=True,
+                 attention_mask=rollout.attention_mask[:, :w + t - 1],
+                 position_ids=positions[:, w:w + t - 1])
+    return torch.cat([logits, rest.logits], dim=1)  # [B, T, V]
 
 
 def answer_probability(logprobs: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
