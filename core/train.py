@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from core.checkpoint import Checkpointer
 from core.config import RunConfig
 from core.evaluate import evaluate
 from core.modeling import LoadedModel, load_policy
@@ -43,6 +44,7 @@ def train(config: RunConfig, writer: RunWriter,
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, config.adam_beta2))
     writer.log_text(f"model {config.model} on {loaded.device}; {len(params)} LoRA tensors, "
                     f"{sum(p.numel() for p in params)} trainable parameters")
+    checkpoints = Checkpointer(writer, config, model, optimizer, rng)
 
     def run_eval(step: int) -> None:
         if config.no_eval:
@@ -53,9 +55,12 @@ def train(config: RunConfig, writer: RunWriter,
                    | {"eval/seconds": round(time.perf_counter() - t0, 3)})
         writer.log_samples(step, result.samples)
 
-    run_eval(0)
-    for step in range(1, config.steps + 1):
+    start = checkpoints.restore()  # a resumed run continues after its checkpoint; else 0
+    if start == 0:
+        run_eval(0)
+    for step in range(start + 1, config.steps + 1):
         if should_stop():
+            checkpoints.save(step - 1)  # so a resume loses nothing
             return "stopped"
         t0 = time.perf_counter()
         # 1. Rollout: G completions per training prompt, then read and grade them.
@@ -109,6 +114,7 @@ def train(config: RunConfig, writer: RunWriter,
         writer.update_status(step=step)
         if config.eval_every and step % config.eval_every == 0 and step != config.steps:
             run_eval(step)
+        checkpoints.maybe_save(step)
     if config.steps > 0:
         run_eval(config.steps)
     return "finished"
