@@ -19,7 +19,7 @@ def runs_dir(tmp_path, monkeypatch):
 def fake_launch(monkeypatch):
     calls = []
 
-    def launch(config, root=None):
+    def launch(config, root=None, user=None):
         calls.append(config)
         return IDS[1]  # an existing recorded run, so the Run page has something to show
 
@@ -126,7 +126,7 @@ def test_launch_starts_the_configured_run_and_opens_its_page(runs_dir, fake_laun
 
 
 def test_a_refused_launch_is_shown_in_words(runs_dir, monkeypatch):
-    def refuse(config, root=None):
+    def refuse(config, root=None, user=None):
         raise ModelError("the embedded model is missing")
 
     monkeypatch.setattr(api, "launch", refuse)

@@ -119,7 +119,7 @@ def test_garbled_metrics_lines_are_skipped(runs_dir):
 def test_running_run_has_a_stop_button_and_an_eta(runs_dir, monkeypatch):
     set_status(runs_dir, RLCR, status="running", pid=os.getpid(), step=2)
     stopped = []
-    monkeypatch.setattr(api, "stop", lambda run_id, root=None: stopped.append(run_id) or True)
+    monkeypatch.setattr(api, "stop", lambda run_id, root=None, user=None: stopped.append(run_id) or True)
     at = ok(page("run", {"run": RLCR}))
     assert "left" in texts(at)  # "about N s left"
     at.button(key="run_stop").click().run()
