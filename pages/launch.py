@@ -141,12 +141,13 @@ else:
             f"machine ({est.basis}).  \n{config.steps} steps of {config.prompts_per_step} "
             f"prompts × G = {config.group_size}; {api.n_evals(config)} evaluations of "
             f"{config.eval_prompts} prompts × n = {config.eval_samples}.")
-running = [r for r in runs if r.status == "running"]
-if len(running) >= 2:
-    st.warning(f"{len(running)} runs are training now; another one will slow them all down.")
+queue = api.queue_state(runs)
+if queue.running >= queue.cap:
+    st.warning(f"{queue.running} of {queue.cap} runs are training now, {len(queue.line)} "
+               "waiting: a new run waits in the queue and starts by itself.")
 if st.button("Launch", type="primary", disabled=bool(problems), key="launch_go"):
     try:
-        run_id = api.launch(config)
+        run_id = api.launch(config, user=common.user())
     except Exception as e:  # the runner's own checks, a full disk: plain words, no traceback
         st.error(f"Could not start the run: {e}")
     else:
