@@ -52,7 +52,7 @@ def test_delete_needs_a_confirmation(runs_dir):
 def test_a_running_run_cannot_be_deleted_but_can_be_stopped(runs_dir, monkeypatch):
     set_status(runs_dir, IDS[2], status="running", pid=os.getpid())
     stopped = []
-    monkeypatch.setattr(api, "stop", lambda run_id, root=None, user=None: stopped.append(run_id) or True)
+    monkeypatch.setattr(api, "stop", lambda run_id, **_: stopped.append(run_id) or True)
     at = page("runs", {"run": IDS[2]})
     assert "stop it first" in texts(at)
     assert not [b for b in at.button if b.key == "runs_delete"]
