@@ -233,7 +233,8 @@ def export_zip(run_id: str, root: Path | str | None = None) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(path.rglob("*")):
-            if f.is_file() and not f.name.endswith(".tmp"):
+            # Never a link (it could point anywhere on the host), a lock or a temporary file.
+            if f.is_file() and not f.is_symlink() and not f.name.startswith("."):
                 zf.write(f, f"{run_id}/{f.relative_to(path)}")
     return buf.getvalue()
 

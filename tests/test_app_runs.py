@@ -72,6 +72,16 @@ def test_export_is_a_zip_of_the_run_folder(runs_dir):
         assert f"{IDS[1]}/{f}" in names
 
 
+def test_export_leaves_out_links_and_hidden_files(runs_dir, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host file")
+    (runs_dir / IDS[1] / "leak.txt").symlink_to(secret)
+    (runs_dir / IDS[1] / ".lock").write_text("")
+    names = zipfile.ZipFile(io.BytesIO(api.export_zip(IDS[1]))).namelist()
+    assert f"{IDS[1]}/config.json" in names
+    assert not [n for n in names if n.endswith(("leak.txt", ".lock"))]
+
+
 def test_damaged_folder_is_listed_as_damaged(runs_dir):
     (runs_dir / IDS[3] / "config.json").unlink()
     at = ok(page("runs", {"run": IDS[3]}))

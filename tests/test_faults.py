@@ -165,6 +165,18 @@ def test_a_run_stopped_while_queued_never_trains(runs, monkeypatch):
         blocker.release()
 
 
+def test_two_sessions_launching_at_once_get_two_whole_runs(runs, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr("core.runner._spawn", lambda writer: None)  # folders only, no training
+    configs = [build_config("smoke", seed=i % 2) for i in range(16)]
+    with ThreadPoolExecutor(2) as pool:  # two browser sessions, clicking at the same moment
+        ids = list(pool.map(api.launch, configs))
+    assert len(set(ids)) == 16
+    for run_id, config in zip(ids, configs, strict=True):
+        assert json.loads((runs / run_id / "config.json").read_text()) == config.to_dict()
+
+
 # ------------------------------------------------------------------ readers and writers
 
 WRITER = textwrap.dedent("""
