@@ -177,6 +177,28 @@ def test_two_sessions_launching_at_once_get_two_whole_runs(runs, monkeypatch):
         assert json.loads((runs / run_id / "config.json").read_text()) == config.to_dict()
 
 
+def test_two_resumes_at_once_continue_the_run_once(runs, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.runner import ResumeError
+
+    monkeypatch.setattr("core.runner._spawn", lambda writer: None)
+    writer = RunStore(runs).create(build_config("smoke"))
+    writer.update_status(status="stopped")
+
+    def resume() -> str:
+        try:
+            return api.resume(writer.run_id)
+        except ResumeError as e:
+            return str(e)
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(lambda _: resume(), range(2)))
+    assert outcomes[0] == writer.run_id
+    assert "is queued: only a stopped or failed run can continue" in outcomes[1]
+    assert json.loads((writer.path / "status.json").read_text())["resumes"] == 1
+
+
 # ------------------------------------------------------------------ readers and writers
 
 WRITER = textwrap.dedent("""
@@ -282,6 +304,17 @@ def test_hostile_run_ids_are_refused_and_touch_nothing(runs, bad):
             action(bad)
     assert snapshot(runs.parent) == before  # nothing made, changed or deleted, anywhere
     assert not (ROOT / "pwned").exists()
+
+
+def test_hostile_tags_stay_text_in_tags_json(runs):
+    writer = RunStore(runs).create(build_config("smoke"))
+    writer.update_status(status="finished")
+    before = snapshot(runs.parent)
+    tags = api.set_tags(writer.run_id, ["../../etc/passwd", "a\x00b\nc", "$(rm -rf ~)", "/abs"])
+    assert tags == ["../../etc/passwd", "ab c", "$(rm -rf ~)", "/abs"]
+    after = snapshot(runs.parent)
+    assert set(after) - set(before) == {f"runs/{writer.run_id}/tags.json"}
+    assert load(writer.run_id).tags == tags
 
 
 @pytest.mark.parametrize("command", ["show", "stop", "resume"])
