@@ -8,7 +8,7 @@ import json
 import sys
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from core.config import FIELDS, PRESETS, ConfigError, RunConfig, build_config
 from core.model_source import ModelError
@@ -16,6 +16,13 @@ from core.store import RUNS_DIR_ENV, RunStore, RunWriter
 
 EXIT_BAD_INPUT = 2
 EXPERIMENT_OWN_FIELDS = ("recipe", "seed", "threads")  # set per run by the experiment
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage mistake is one line like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _flag(name: str) -> str:
@@ -47,7 +54,7 @@ def _runs_dir_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description="Calibration Lab engine.")
+    parser = _Parser(prog="python -m core", description="Calibration Lab engine.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one run; prints its id on the last line")
     train.add_argument("--preset", choices=None, default=None,

@@ -340,9 +340,9 @@ def test_nan_and_inf_settings_get_one_clear_message_everywhere(runs, name, value
     assert config is None
     assert problems[0] == expected and len(problems) == 2  # and the other problem, once
     # the command line
-    proc = subprocess.run([sys.executable, "-m", "core", "train", "--" + name.replace("_", "-"),
-                           value, "--runs-dir", str(runs)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    flag = "--" + name.replace("_", "-") + "=" + value  # `=`: argparse reads -inf as a flag
+    proc = subprocess.run([sys.executable, "-m", "core", "train", flag, "--runs-dir", str(runs)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr == f"error: {expected}\n"
     assert not runs.exists()  # no run folder for a config that cannot work
 
