@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from core import api, slots
+from core import api, cli, slots
 from core.config import build_config
 from core.runner import execute
 from core.store import ACTIVE, RUNS_DIR_ENV, STATUSES, RunRecord, RunStore
@@ -101,8 +101,9 @@ def test_sigkill_mid_run_fails_the_run_keeps_its_evaluations_and_it_can_continue
     assert slot is not None
     slot.release()
 
-    api.resume(run_id)
-    wait_for(lambda: ended(run_id), "the continued run to finish")
+    # Continued here, through the CLI (the app's background path is the stop test's): one
+    # process start-up fewer keeps this file fast.
+    assert cli.main(["resume", run_id, "--runs-dir", str(runs)]) == 0
     assert_each_step_once(runs, run_id, 10, list(range(0, 11, 2)))
     assert "continuing from the checkpoint at step" in (runs / run_id / "log.txt").read_text()
 
@@ -226,8 +227,9 @@ WRITER = textwrap.dedent("""
 
 
 def test_10000_reads_of_a_live_run_while_it_writes(runs):
-    """Half through the app's path (api.load_run: status and config every time, metrics
-    re-parsed whenever the file changed), half through the uncached store reader."""
+    """Three in four through the app's path (api.load_run: status and config every time,
+    metrics re-parsed whenever the file changed), one in four through the uncached store
+    reader, which parses the whole file every time."""
     writer = RunStore(runs).create(build_config("smoke"))
     stop_file = runs.parent / "stop-writing"
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(writer.path), str(stop_file)],
@@ -238,7 +240,7 @@ def test_10000_reads_of_a_live_run_while_it_writes(runs):
         first = seen = len(load(writer.run_id).train)
         t0 = time.perf_counter()
         for i in range(10_000):
-            record = (store.load(writer.run_id) if i % 2 else api.load_run(writer.run_id))
+            record = store.load(writer.run_id) if i % 4 == 0 else api.load_run(writer.run_id)
             assert record is not None and record.status in STATUSES, record
             steps = [t["step"] for t in record.train]
             assert steps == list(range(1, len(steps) + 1))  # no gap, no duplicate, no torn row
