@@ -46,13 +46,14 @@ def _rng_states() -> dict[str, Any]:
 def save_atomically(state: dict[str, Any], path: os.PathLike[str] | str) -> None:
     """torch.save to a temporary file, fsync, then rename over `path`."""
     path = os.fspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")  # hidden: never exported
     with open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    dir_fd = os.open(folder or ".", os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # the rename itself survives a power cut
     finally:

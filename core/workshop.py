@@ -70,8 +70,9 @@ def token_ok(given: str, ws: Workshop | None = None) -> bool:
 
 
 def clean_name(name: str) -> str:
-    """A display name: printable, single-spaced, short."""
-    name = "".join(ch for ch in name if ch.isprintable())
+    """A display name: letters, digits, spaces and . ' - _ only (it is shown in markdown,
+    where brackets would make a link), single-spaced, short."""
+    name = "".join(ch for ch in name if ch.isalnum() or ch in " .'-_")
     return " ".join(name.split())[:MAX_NAME_LENGTH]
 
 

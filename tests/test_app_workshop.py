@@ -60,9 +60,10 @@ def test_a_wrong_token_is_refused_and_the_right_one_lets_a_name_in(runs_dir):
     nothing_of_the_lab(ok(at))
 
 
-def test_a_name_is_required(runs_dir):
+def test_a_name_is_required_and_cannot_carry_markdown(runs_dir):
     at = ok(sign_in(""))
     assert "give your name" in at.error[0].value
+    assert workshop.clean_name("[Zoë](http://x.test) <b>O'Neil</b>") == "Zoëhttpx.test bO'Neilb"
 
 
 @pytest.mark.parametrize("token", ["", "short"])
