@@ -137,23 +137,18 @@ def _active_runs(s: RunStore, user: str | None) -> int:
     return sum(r.owner == user and r.status in ACTIVE for r in s.list())
 
 
-def _launch_checked(s: RunStore, configs: list[RunConfig], user: str | None) -> list[str]:
-    """Workshop checks, then one background run per config. The store's lock makes the
-    per-person count and the new folders one step, so two tabs cannot both slip under it."""
-    from core.runner import launch as runner_launch  # torch-free; imported on first use
-
-    s.root.mkdir(parents=True, exist_ok=True)
-    with run_lock(s.root):
-        workshop.check_launch(configs[0].to_dict(), user, _active_runs(s, user), len(configs))
-        for c in configs[1:]:
-            workshop.check_launch(c.to_dict(), user, 0)
-        return [runner_launch(c, s.root, owner=user) for c in configs]
-
-
 def launch(config: RunConfig, root: Path | str | None = None, user: str | None = None) -> str:
     """Start a background training process (it waits in the queue for a slot); returns the
     run id. Raises ModelError/ConfigError, or WorkshopError for what workshop mode forbids."""
-    return _launch_checked(store(root), [config], user)[0]
+    from core.runner import launch as runner_launch  # torch-free; imported on first use
+
+    s = store(root)
+    s.root.mkdir(parents=True, exist_ok=True)
+    # The store's lock makes the per-person count and the new folder one step: two tabs of
+    # one person cannot both slip under the limit.
+    with run_lock(s.root):
+        workshop.check_launch(config.to_dict(), user, _active_runs(s, user))
+        return runner_launch(config, s.root, owner=user)
 
 
 def _owned(run_id: str, root: Path | str | None, user: str | None, action: str) -> RunStore:
