@@ -85,7 +85,9 @@ def live() -> None:
     if r.status in ("failed", "damaged"):
         st.error(common.plain_error(r))
     elif r.status == "stopped":
-        st.info(f"This run was stopped at step {r.step} of {r.total_steps}. {resume_help}")
+        st.info(f"This run was stopped at step {r.step} of {r.total_steps}. Continue resumes "
+                + (f"it from its checkpoint at step {r.checkpoint_step}." if r.checkpoint_step
+                   else "it from step 0: it has no checkpoint yet."))
     if not r.train and not r.evals:
         st.info("Nothing logged yet: the model is loading and the step-0 evaluation is "
                 "running. This page follows the run by itself.")
