@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: app test lint model browser bench-trl
+.PHONY: app workshop test lint model browser bench-trl
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 app: $(STAMP)
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.headless true \
 		--browser.gatherUsageStats false
+
+# Workshop mode (README, "Workshop mode"): the app on every network interface, behind the
+# shared token in CALIBRATION_LAB_TOKEN, with error details off. PORT picks the port.
+PORT ?= 8501
+workshop: $(STAMP)
+	@test "$${#CALIBRATION_LAB_TOKEN}" -ge 16 || { \
+		echo "make workshop needs CALIBRATION_LAB_TOKEN, 16 or more characters, e.g.:"; \
+		echo "  export CALIBRATION_LAB_TOKEN=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(18))')"; \
+		exit 2; }
+	CALIBRATION_LAB_WORKSHOP=1 $(BIN)/streamlit run app.py --server.address 0.0.0.0 \
+		--server.port $(PORT) --server.headless true --browser.gatherUsageStats false \
+		--client.showErrorDetails none --client.toolbarMode minimal \
+		--server.fileWatcherType none --server.runOnSave false
 
 test: $(STAMP) browser
 	$(BIN)/ruff check .

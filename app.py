@@ -32,7 +32,7 @@ st.markdown(
 if st.button("Run the classic comparison", type="primary", key="home_classic",
              icon=":material/play_arrow:"):
     try:
-        tag, ids = api.launch_classic(now=time.time())
+        tag, ids = api.launch_classic(now=time.time(), user=common.user())
     except Exception as e:  # a missing model or a full disk: say it, no traceback
         st.error(f"Could not start the comparison: {e}")
     else:

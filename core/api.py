@@ -21,9 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import workshop
 from core.config import EMBEDDED_MODEL, ConfigError, RunConfig, build_config
 from core.model_catalog import CATALOG, CATALOG_BY_ID, MemoryEstimate, fmt_gb, fmt_params
-from core.store import RunRecord, RunStore, default_runs_dir, read_jsonl, split_metrics
+from core.store import (
+    ACTIVE,
+    RunRecord,
+    RunStore,
+    default_runs_dir,
+    read_jsonl,
+    run_lock,
+    split_metrics,
+)
+from core.workshop import WorkshopError
 
 CLASSIC_RECIPES = ("binary", "rlcr", "psr", "nsr")
 CLASSIC_PREFIX = "classic-"
@@ -121,32 +131,68 @@ def load_samples(run_id: str, root: Path | str | None = None) -> list[dict[str, 
 
 
 # --- changing runs -----------------------------------------------------------------------
+# `user` is the signed-in name in workshop mode (None otherwise): there it owns the runs it
+# launches, and only it may stop, continue, tag or delete them.
 
-def launch(config: RunConfig, root: Path | str | None = None) -> str:
-    """Start a background training process; returns the run id. Raises ModelError/ConfigError
-    (or TaskError). A task file is pinned first: copied beside the runs, hash recorded."""
+def _active_runs(s: RunStore, user: str | None) -> int:
+    return sum(r.owner == user and r.status in ACTIVE for r in s.list())
+
+
+def launch(config: RunConfig, root: Path | str | None = None, user: str | None = None) -> str:
+    """Start a background training process (it waits in the queue for a slot); returns the
+    run id. Raises ModelError/ConfigError/TaskError, or WorkshopError for what workshop mode
+    forbids. A task file is pinned first: copied beside the runs, hash recorded."""
     from core.runner import launch as runner_launch  # torch-free; imported on first use
     from core.task_data import pin_task
 
-    root = root if root is not None else runs_dir()
-    return runner_launch(pin_task(config, root), root)
+    s = store(root)
+    s.root.mkdir(parents=True, exist_ok=True)
+    # The store's lock makes the per-person count and the new folder one step: two tabs of
+    # one person cannot both slip under the limit.
+    with run_lock(s.root):
+        workshop.check_launch(config.to_dict(), user, _active_runs(s, user))
+        return runner_launch(pin_task(config, s.root), s.root, owner=user)
 
 
-def stop(run_id: str, root: Path | str | None = None) -> bool:
+def _owned(run_id: str, root: Path | str | None, user: str | None, action: str) -> RunStore:
+    s = store(root)
+    workshop.check_owner(_load(s, run_id, metrics=False).owner, user, action)
+    return s
+
+
+def stop(run_id: str, root: Path | str | None = None, user: str | None = None) -> bool:
+    """Ask a queued or running run to stop; False if it was not live."""
     from core.runner import stop as runner_stop
 
     try:
-        return runner_stop(run_id, root if root is not None else runs_dir())
+        s = _owned(run_id, root, user, "stop")
+        return runner_stop(run_id, s.root)
     except (KeyError, ProcessLookupError, PermissionError):
         return False
 
 
-def delete(run_id: str, root: Path | str | None = None) -> None:
-    """Remove a run folder. A running run must be stopped first (ValueError)."""
-    s = store(root)
+def resume(run_id: str, root: Path | str | None = None, user: str | None = None) -> str:
+    """Continue a stopped or failed run, as the same run, from its last checkpoint (in the
+    background, through the queue). Raises ResumeError (a ValueError) or WorkshopError."""
+    from core.runner import resume as runner_resume
+
+    s = _owned(run_id, root, user, "continue")
+    with run_lock(s.root):
+        workshop.check_launch(_load(s, run_id, metrics=False).config, user,
+                              _active_runs(s, user))
+        return runner_resume(run_id, s.root)
+
+
+def can_resume(record: RunRecord) -> bool:
+    return record.status in ("stopped", "failed") and bool(record.config)
+
+
+def delete(run_id: str, root: Path | str | None = None, user: str | None = None) -> None:
+    """Remove a run folder. A live run must be stopped first (ValueError)."""
+    s = _owned(run_id, root, user, "delete")
     record = _load(s, run_id, metrics=False)
-    if record.status == "running":
-        raise ValueError(f"run {run_id} is still running: stop it first")
+    if record.status in ACTIVE:
+        raise ValueError(f"run {run_id} is still {record.status}: stop it first")
     s.delete(run_id)
     with _CACHE_LOCK:
         _METRICS_CACHE.pop(str((s.path(run_id) / "metrics.jsonl").resolve()), None)
@@ -158,21 +204,23 @@ def clean_tags(tags: list[str] | str) -> list[str]:
         tags = tags.split(",")
     out: list[str] = []
     for t in tags:
-        t = " ".join(str(t).split())
+        t = " ".join("".join(ch for ch in str(t) if ch.isprintable() or ch.isspace()).split())
         if t and t not in out:
             out.append(t[:64])
     return out
 
 
-def set_tags(run_id: str, tags: list[str] | str, root: Path | str | None = None) -> list[str]:
+def set_tags(run_id: str, tags: list[str] | str, root: Path | str | None = None,
+             user: str | None = None) -> list[str]:
     cleaned = clean_tags(tags)
-    store(root).set_tags(run_id, cleaned)
+    _owned(run_id, root, user, "tag").set_tags(run_id, cleaned)
     return cleaned
 
 
-def add_tag(run_id: str, tag: str, root: Path | str | None = None) -> list[str]:
+def add_tag(run_id: str, tag: str, root: Path | str | None = None,
+            user: str | None = None) -> list[str]:
     record = _load(store(root), run_id, metrics=False)
-    return set_tags(run_id, [*record.tags, tag], root)
+    return set_tags(run_id, [*record.tags, tag], root, user)
 
 
 def export_zip(run_id: str, root: Path | str | None = None) -> bytes:
@@ -183,7 +231,8 @@ def export_zip(run_id: str, root: Path | str | None = None) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(path.rglob("*")):
-            if f.is_file() and not f.name.endswith(".tmp"):
+            # Never a link (it could point anywhere on the host), a lock or a temporary file.
+            if f.is_file() and not f.is_symlink() and not f.name.startswith("."):
                 zf.write(f, f"{run_id}/{f.relative_to(path)}")
     return buf.getvalue()
 
@@ -226,7 +275,9 @@ def check_config(values: dict[str, Any], preset: str | None = None,
         return None, [p.strip() for p in str(e).split(";") if p.strip()]
     except (TypeError, ValueError) as e:
         return None, [str(e)]
-    problems = []
+    problems = workshop.config_problems(config.to_dict())
+    if problems:  # before the model is looked up: no probing the host's folders
+        return None, problems
     try:
         check_model(config.model)
     except ModelError as e:
@@ -376,6 +427,53 @@ def task_summary(config: RunConfig) -> str | None:
             f"(evaluation uses {used}); graded as {task.grader}")
 
 
+# --- the queue ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QueueState:
+    cap: int  # runs that may train at once
+    running: int
+    line: list[str]  # queued run ids, first in line first
+
+    def position(self, run_id: str) -> int | None:
+        """1 for the next run to start; None if it is not waiting."""
+        return self.line.index(run_id) + 1 if run_id in self.line else None
+
+
+def queue_state(runs: list[RunRecord] | None = None,
+                root: Path | str | None = None) -> QueueState:
+    """How full the machine is: the cap, the runs training, and the waiting line."""
+    from core.slots import max_runs
+
+    runs = list_runs(root) if runs is None else runs
+    try:
+        cap = max_runs()
+    except ValueError:
+        cap = os.cpu_count() or 1  # the launch itself reports the broken setting
+    waiting = sorted((r for r in runs if r.status == "queued"),
+                     key=lambda r: (r.queued_at or 0.0, r.id))
+    return QueueState(cap, sum(r.status == "running" for r in runs), [r.id for r in waiting])
+
+
+# --- workshop mode -------------------------------------------------------------------------
+
+def workshop_settings() -> workshop.Workshop:
+    return workshop.settings()
+
+
+def sign_in(token: str, name: str) -> str:
+    """The workshop user's name if the token is right; WorkshopError otherwise."""
+    ws = workshop.settings()
+    if ws.setup_problem:
+        raise WorkshopError(ws.setup_problem)
+    if not workshop.token_ok(token, ws):
+        raise WorkshopError("that is not the workshop's access token")
+    user = workshop.clean_name(name)
+    if not user:
+        raise WorkshopError("give your name: it labels your runs")
+    return user
+
+
 # --- the classic comparison --------------------------------------------------------------
 
 def classic_tag(now: float | None = None) -> str:
@@ -383,16 +481,23 @@ def classic_tag(now: float | None = None) -> str:
 
 
 def launch_classic(root: Path | str | None = None, now: float | None = None,
-                   **overrides: Any) -> tuple[str, list[str]]:
+                   user: str | None = None, **overrides: Any) -> tuple[str, list[str]]:
     """binary, rlcr, psr and nsr on the embedded model with the quick preset, tagged as one
-    group. CPU threads are shared out so four runs do not fight over the cores."""
+    group. CPU threads are shared out among the runs that train at once (the queue's cap)."""
+    from core.slots import max_runs
+
     tag = classic_tag(now)
-    threads = max(1, (os.cpu_count() or 1) // len(CLASSIC_RECIPES))
+    together = min(len(CLASSIC_RECIPES), max_runs())
+    threads = max(1, (os.cpu_count() or 1) // together)
+    configs = [build_config(CLASSIC_PRESET, recipe=recipe, threads=threads, **overrides)
+               for recipe in CLASSIC_RECIPES]
+    # All four or none: a person one run short of the workshop limit gets a clear no.
+    workshop.check_launch(configs[0].to_dict(), user, _active_runs(store(root), user),
+                          len(configs))
     ids = []
-    for recipe in CLASSIC_RECIPES:
-        config = build_config(CLASSIC_PRESET, recipe=recipe, threads=threads, **overrides)
-        run_id = launch(config, root)
-        set_tags(run_id, [tag], root)
+    for config in configs:
+        run_id = launch(config, root, user)
+        set_tags(run_id, [tag], root, user)
         ids.append(run_id)
     return tag, ids
 

@@ -1,22 +1,28 @@
-"""Command line: `python -m core train | list | show | stop | experiment`."""
+"""Command line: `python -m core train | list | show | stop | resume | experiment`."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from core.config import FIELDS, PRESETS, ConfigError, RunConfig, build_config
 from core.model_source import ModelError
-from core.store import RUNS_DIR_ENV, RunStore
+from core.store import RUNS_DIR_ENV, RunStore, RunWriter
 
 EXIT_BAD_INPUT = 2
 EXPERIMENT_OWN_FIELDS = ("recipe", "seed", "threads")  # set per run by the experiment
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage mistake is one line like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _flag(name: str) -> str:
@@ -48,7 +54,7 @@ def _runs_dir_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description="Calibration Lab engine.")
+    parser = _Parser(prog="python -m core", description="Calibration Lab engine.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one run; prints its id on the last line")
     train.add_argument("--preset", choices=None, default=None,
@@ -62,9 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true", help="print the whole run as JSON")
     _runs_dir_flag(show)
-    stop = sub.add_parser("stop", help="stop a running run after its current step")
+    stop = sub.add_parser("stop", help="stop a queued or running run after its current step")
     stop.add_argument("run_id")
     _runs_dir_flag(stop)
+    resume = sub.add_parser(
+        "resume", help="continue a stopped or failed run from its last checkpoint",
+        description="Continue a stopped or failed run, as the same run, from its last "
+        "checkpoint (the checkpoint_every setting); metrics logged after the checkpoint are "
+        "redone. Trains in this process, like train; prints the run id last.")
+    resume.add_argument("run_id")
+    _runs_dir_flag(resume)
     experiment = sub.add_parser(
         "experiment", help="run every recipe x seeds in parallel and write a report",
         description="Train one run per (recipe, seed) with one shared set of settings "
@@ -92,7 +105,7 @@ def _fail(message: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.runner import execute, preflight
+    from core.runner import preflight
     from core.task_data import pin_task
 
     overrides: dict[str, Any] = {name: getattr(args, name) for name in FIELDS}
@@ -105,20 +118,42 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(str(e))
     writer = store.create(config)
     print(f"run {writer.run_id} started in {writer.path}", file=sys.stderr)
+    return _train_here(config, writer)
+
+
+def _train_here(config: RunConfig, writer: RunWriter) -> int:
+    from core.runner import execute
+
     status = execute(config, writer)
     print(f"run ended: {status}", file=sys.stderr)
     print(writer.run_id)
     return 0 if status in ("finished", "stopped") else 1
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from core.runner import ResumeError, reopen
+
+    try:
+        writer, config = reopen(args.run_id, args.runs_dir)
+    except KeyError as e:
+        return _fail(str(e.args[0]))
+    except (ResumeError, ConfigError, ModelError, ValueError) as e:
+        return _fail(str(e))
+    print(f"run {writer.run_id} continues in {writer.path}", file=sys.stderr)
+    return _train_here(config, writer)
+
+
 def cmd_execute(args: argparse.Namespace) -> int:
-    """Entry point of a background run whose folder `launch` already made."""
+    """Entry point of a background run whose folder `launch` (or a resume) already made."""
     from core.runner import execute
-    from core.store import RunWriter
 
     writer = RunWriter(args.run_dir)
-    writer.update_status(pid=os.getpid())
-    config = RunConfig.from_dict(json.loads((args.run_dir / "config.json").read_text()))
+    writer.claim()
+    try:
+        config = RunConfig.from_dict(json.loads((args.run_dir / "config.json").read_text()))
+    except (OSError, ValueError, TypeError) as e:  # edited or damaged since the launch
+        writer.update_status(status="failed", error=f"config.json is unusable: {e}")
+        return 1
     execute(config, writer)
     return 0
 
@@ -163,7 +198,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     except KeyError as e:
         return _fail(str(e.args[0]))
     if not stopped:
-        return _fail(f"run {args.run_id} is not running")
+        return _fail(f"run {args.run_id} is not queued or running")
     print(f"asked run {args.run_id} to stop")
     return 0
 
@@ -195,7 +230,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "list": cmd_list, "show": cmd_show, "stop": cmd_stop,
-            "experiment": cmd_experiment, "_execute": cmd_execute}
+            "resume": cmd_resume, "experiment": cmd_experiment, "_execute": cmd_execute}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from core.grading import GRADERS
@@ -106,6 +108,11 @@ class RunConfig:
     pass_k: tuple[int, ...] = _f((), "Pass@k values; empty means 1, 2, 4, ... up to n.")
     no_eval: bool = _f(False, "Skip every evaluation, the step-0 and final ones too.")
     keep_samples: int = _f(64, "Completions kept per evaluation for the completion browser.")
+    # --- reliability ---------------------------------------------------------------
+    checkpoint_every: int = _f(10, "Save a checkpoint (LoRA weights, optimiser and RNG states) "
+                               "every K steps and when stopped, so a stopped or failed run "
+                               "can continue as the same run. 0 turns checkpoints off: a "
+                               "continued run then starts again from step 0.")
     # --- machine -------------------------------------------------------------------
     device: str = _f("auto", "Device: auto (cuda if present, else mps, else cpu), cpu, cuda "
                      "or mps. CUDA runs in bf16.")
@@ -165,16 +172,44 @@ def help_text(name: str) -> str:
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 
-def validate(c: RunConfig) -> list[str]:
+# What each annotation accepts, and how to say so. Annotations are strings here (PEP 563).
+_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "float": (lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+              and math.isfinite(v), "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "text"),
+    "None": (lambda v: v is None, "empty"),
+    "tuple[int, ...]": (lambda v: isinstance(v, list | tuple)
+                        and all(_KINDS["int"][0](k) for k in v), "a list of whole numbers"),
+}
+
+
+def type_problems(values: dict[str, Any]) -> dict[str, str]:
+    """Setting -> message, for each setting of the wrong kind (NaN and inf included), read
+    from its annotation; a kind this table does not know is left to validate's own rules."""
+    p = {}
+    for name, value in values.items():
+        kinds = [k.strip() for k in str(FIELDS[name].type).split("|")]
+        if any(k not in _KINDS for k in kinds) or any(_KINDS[k][0](value) for k in kinds):
+            continue
+        p[name] = f"{name} must be {' or '.join(_KINDS[k][1] for k in kinds)}, got {value!r}"
+    return p
+
+
+def _default(name: str) -> Any:
+    f = FIELDS[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def validate(config: RunConfig) -> list[str]:
     """Every broken invariant of a config, each as a message saying how to fix it."""
-    p: list[str] = []
-    for name in ("temperature", "eval_temperature", "lr", "lora_alpha", "clip_eps", "kl_beta",
-                 "wr_lambda", "rlsf_beta", "rlsf_threshold", "adam_beta2", "max_grad_norm"):
-        v = getattr(c, name)
-        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
-            p.append(f"{name} must be a finite number, got {v!r}")
-    if p:
-        return p
+    values = dataclasses.asdict(config)
+    wrong = type_problems(values)
+    p = list(wrong.values())
+    # The range checks see a wrong-kind setting at its (valid) default: each problem is
+    # reported once, as its kind, never as a crash or a second message about the same value.
+    c = SimpleNamespace(**(values | {name: _default(name) for name in wrong}))
     if c.recipe not in RECIPE_NAMES:
         p.append(f"unknown recipe {c.recipe!r}: choose one of {', '.join(RECIPE_NAMES)}")
     if c.device not in DEVICES:
@@ -233,6 +268,9 @@ def validate(c: RunConfig) -> list[str]:
                  f"k = {', '.join(map(str, bad_k))}")
     if c.keep_samples < 0:
         p.append(f"keep_samples must be >= 0, got {c.keep_samples}")
+    if c.checkpoint_every < 0:
+        p.append(f"checkpoint_every must be >= 0 (0 turns checkpoints off), got "
+                 f"{c.checkpoint_every}")
     if c.threads < 0:
         p.append(f"threads must be >= 0 (0 uses every core), got {c.threads}")
     if not c.model.strip():
@@ -262,7 +300,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "classic": {"steps": 300, "eval_every": 50, "eval_prompts": 128, "eval_samples": 16,
                 "lr_schedule": "cosine"},
     "smoke": {"steps": 4, "eval_every": 2, "eval_prompts": 16, "eval_samples": 4,
-              "prompts_per_step": 4, "group_size": 4},
+              "prompts_per_step": 4, "group_size": 4, "checkpoint_every": 2},
     # A starting point for a ~0.5B chat model on one GPU: RLCR's T = 0.7, room for reasoning,
     # a LoRA learning rate well below the embedded model's, and generation in slices of 16
     # rows: evaluation keeps vocabulary-wide logits per new token (see core.model_catalog).

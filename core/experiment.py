@@ -519,7 +519,7 @@ def run_jobs(jobs: Sequence[Job], runs_dir: Path, workers: int, label: str,
             else:
                 record = RunStore(runs_dir).load(o.id, metrics=False)
                 o.status, o.error = record.status, record.error
-                if o.status == "running":  # the worker is gone, whatever its file says
+                if o.status in ("queued", "running"):  # the worker is gone, whatever its file says
                     o.status, o.error = "failed", f"worker exited with code {proc.exitcode}"
             bar.message(f"  {o.id or '(no run)'}  {o.recipe} seed {o.seed}: {o.status}"
                         + (f" ({o.error})" if o.error and o.status not in ENDED_OK else ""))

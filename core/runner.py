@@ -1,4 +1,5 @@
-"""Starting runs: checked before any folder exists, then trained here or in the background.
+"""Starting, stopping and continuing runs: checked before any folder exists, then trained here
+or in a background process that first waits for a slot (core.slots).
 
 This module does not import torch at module level, so the app can launch runs through it.
 """
@@ -14,60 +15,208 @@ import time
 import traceback
 from pathlib import Path
 
+from core import slots
 from core.config import RunConfig
 from core.failures import failure_message
 from core.model_source import check_hub_reachable, check_model
-from core.store import RunStore, RunWriter
+from core.store import (
+    ACTIVE,
+    ENDED_UNREPORTED,
+    RunStore,
+    RunWriter,
+    process_start,
+    run_lock,
+)
 from core.tasks import task_for
+
+STOP_GRACE_SECONDS = 3.0  # a stop that the loop has not honoured by then is forced
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ResumeError(ValueError):
+    """A run that cannot continue; the message says why."""
 
 
 def preflight(config: RunConfig) -> None:
     """Everything that can be checked without loading weights; raises with a clear message."""
     source = check_model(config.model)
     task_for(config)  # a file or dataset task checks every row here
+    slots.max_runs()  # a broken cap setting fails here, not in the background
     check_hub_reachable(source)  # last: the only check that may wait on the network
 
 
-def execute(config: RunConfig, writer: RunWriter) -> str:
-    """Train in this process and record how it ended; SIGTERM/SIGINT stop it cleanly."""
-    from core.train import train  # torch loads here, not when the app imports this module
+class StopGuard:
+    """SIGTERM/SIGINT ask the loop to stop after its step; if it has not ended within
+    STOP_GRACE_SECONDS (a long evaluation, a model still loading) the run is recorded as
+    stopped and the process exits at once. Metrics are fsynced per row and checkpoints are
+    replaced atomically, so a forced exit loses only the unfinished step."""
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    def __init__(self, writer: RunWriter, grace: float = STOP_GRACE_SECONDS,
+                 exit_now: object = os._exit) -> None:
+        self.writer, self.grace, self._exit = writer, grace, exit_now
+        self.requested = threading.Event()
+        self._ended = threading.Lock()  # held by whoever records the end
+        self._previous: dict[int, object] = {}
+        self._timer: threading.Timer | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # where signals land
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _on_signal(self, *_: object) -> None:
+        self.request()
+
+    def request(self) -> None:
+        """Stop after the current step, or by force once the grace period is over."""
+        if not self.requested.is_set():
+            self.requested.set()
+            self._timer = threading.Timer(self.grace, self.force)
+            self._timer.daemon = True  # never keeps a finished process alive
+            self._timer.start()
+
+    def force(self) -> None:
+        if not self._ended.acquire(blocking=False):
+            return  # the run ended by itself in time
+        self.writer.update_status(status="stopped", ended_at=time.time(),
+                                  stop="forced after the grace period")
+        self._exit(0)
+
+    def end(self, **fields: object) -> bool:
+        """Record how the run ended, unless a forced stop already did."""
+        if not self._ended.acquire(blocking=False):
+            return False
+        self.writer.update_status(**fields, ended_at=time.time())
+        return True
+
+
+def execute(config: RunConfig, writer: RunWriter) -> str:
+    """Wait for a slot, train in this process and record how it ended; SIGTERM/SIGINT stop it
+    (while queued too). Any exception fails the run with its reason; the trace goes to the
+    run's log.txt."""
+    guard = StopGuard(writer)
+    guard.install()
+    slot = None
     try:
-        status = train(config, writer, should_stop=stop.is_set)
-        writer.update_status(status=status, ended_at=time.time())
+        slot = slots.wait_for_slot(RunStore(writer.path.parent), writer.run_id,
+                                   slots.max_runs(), guard.requested.is_set)
+        if slot is None:
+            status = "stopped"
+        else:
+            writer.update_status(status="running", slot=slot.index, running_at=time.time())
+            from core.train import train  # torch loads here, once the run may train
+
+            status = train(config, writer, should_stop=guard.requested.is_set)
+        guard.end(status=status)
     except Exception as e:  # the run's record must say why it ended, whatever the cause
         writer.log_text(traceback.format_exc())
         status = "failed"
-        writer.update_status(status=status, error=failure_message(e, config),
-                             ended_at=time.time())
+        guard.end(status=status, error=failure_message(e, config))
+    finally:
+        guard.uninstall()
+        if slot is not None:
+            slot.release()
     return status
 
 
-def launch(config: RunConfig, runs_dir: Path | str | None = None) -> str:
-    """Check, create the run folder, and start training in a detached process."""
+def _spawn(writer: RunWriter) -> None:
+    """Start `python -m core _execute DIR` for a run whose status.json says queued."""
+    try:
+        # The child keeps its own copy of the log's descriptor; this process closes its one.
+        with open(writer.path / "log.txt", "a") as log:
+            proc = subprocess.Popen(  # an argument list: no shell ever sees a run id
+                [sys.executable, "-m", "core", "_execute", str(writer.path)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # closing the app or browser does not stop the run
+                cwd=REPO_ROOT)
+    except OSError as e:
+        writer.log_text(traceback.format_exc())
+        writer.update_status(status="failed", error=f"could not start the training process: {e}")
+        raise
+    writer.hand_over(proc.pid)
+    threading.Thread(target=_reap, args=(proc, writer.path), daemon=True).start()
+
+
+def exit_reason(returncode: int) -> str:
+    """Why a child ended without recording it, in words."""
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() \
+            else f"signal {-returncode}"
+        why = f"{ENDED_UNREPORTED}: killed by {name} (signal {-returncode})"
+        if returncode == -signal.SIGKILL:
+            why += ", e.g. out of memory (the OOM killer) or kill -9"
+        return why
+    return f"{ENDED_UNREPORTED}: it exited with code {returncode}; see log.txt"
+
+
+def _reap(proc: subprocess.Popen, path: Path) -> None:
+    """Wait for the child (so it is never left a zombie) and, if it died without recording
+    its end, record it: failed with the reason its exit status gives, or stopped when a stop
+    signal caught it before its handler was in place (a Stop right after Launch)."""
+    returncode = proc.wait()
+    try:
+        with run_lock(path):
+            writer = RunWriter(path)
+            status = writer.status
+            if status.get("status") in ACTIVE and status.get("pid") in (proc.pid, os.getpid()):
+                if returncode in (-signal.SIGTERM, -signal.SIGINT):
+                    writer.update_status(status="stopped", ended_at=time.time())
+                else:
+                    writer.update_status(status="failed", error=exit_reason(returncode),
+                                         ended_at=time.time())
+    except (OSError, ValueError):
+        pass  # the folder was deleted or damaged meanwhile: nothing left to record
+
+
+def launch(config: RunConfig, runs_dir: Path | str | None = None,
+           owner: str | None = None) -> str:
+    """Check, create the run folder (status queued), and start its background process."""
     preflight(config)
-    store = RunStore(runs_dir)
-    writer = store.create(config)
-    # The child keeps its own copy of the log's descriptor; the app closes its one at once.
-    with open(writer.path / "log.txt", "a") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "core", "_execute", str(writer.path)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,  # closing the app or browser does not stop the run
-            cwd=Path(__file__).resolve().parent.parent)
-    writer.update_status(pid=proc.pid)
-    # Reap the child when it exits, so a dead run is never mistaken for a live zombie.
-    threading.Thread(target=proc.wait, daemon=True).start()
+    writer = RunStore(runs_dir).create(config, owner=owner)
+    _spawn(writer)
     return writer.run_id
 
 
 def stop(run_id: str, runs_dir: Path | str | None = None) -> bool:
-    """Ask a running run to stop after its current step. False if it was not running."""
+    """Ask a queued or running run to stop (after its current step, or within
+    STOP_GRACE_SECONDS). False if it was not live."""
     record = RunStore(runs_dir).load(run_id, metrics=False)
-    if record.status != "running" or not record.pid:
-        return False
+    if record.status not in ACTIVE or not record.pid or record.pid == os.getpid():
+        return False  # never signal ourselves: a run not yet handed over has our pid
     os.kill(record.pid, signal.SIGTERM)
     return True
+
+
+def reopen(run_id: str, runs_dir: Path | str | None = None) -> tuple[RunWriter, RunConfig]:
+    """Mark a stopped or failed run queued again, owned by this process, after checking it
+    can continue. Under the run's lock, so two resumes at once start it only once."""
+    store = RunStore(runs_dir)
+    path = store.path(run_id)
+    if not path.is_dir():
+        raise KeyError(f"no run {run_id!r} in {store.root}")
+    with run_lock(path):
+        record = store.load(run_id, metrics=False)
+        if record.status not in ("stopped", "failed"):
+            raise ResumeError(f"run {run_id} is {record.status}: only a stopped or failed run "
+                              "can continue")
+        config = RunConfig.from_dict(record.config)  # config.json stays the source of truth
+        preflight(config)
+        writer = RunWriter(path)
+        writer.update_status(status="queued", error=None, pid=os.getpid(),
+                             pid_start=process_start(os.getpid()), queued_at=time.time(),
+                             ended_at=None, stop=None,
+                             resumes=int(writer.status.get("resumes", 0)) + 1)
+    return writer, config
+
+
+def resume(run_id: str, runs_dir: Path | str | None = None) -> str:
+    """Continue a stopped or failed run in the background, from its last checkpoint."""
+    writer, _ = reopen(run_id, runs_dir)
+    _spawn(writer)
+    return writer.run_id

@@ -7,17 +7,26 @@ being written, which the reader skips. `status.json` is replaced atomically. A r
 is plain text that can be zipped, diffed and read without the lab.
 
 Layout of `runs/<id>/`: config.json, status.json, metrics.jsonl (namespaced flat keys,
-`train/...` and `eval/...`, one row per step or evaluation), samples.jsonl, log.txt.
+`train/...` and `eval/...`, one row per step or evaluation), samples.jsonl, log.txt,
+checkpoint.pt (core.checkpoint) and .lock (taken only around hand-overs of status.json).
+
+Who writes status.json: the training process while it lives. Before it starts, the process
+that made the folder; after it is gone, the launcher's reaper or a resume, both under the
+run's .lock and only after checking which process the file names.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import secrets
 import shutil
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +37,11 @@ RUNS_DIR_ENV = "CALIBRATION_LAB_RUNS"
 # Tags live beside status.json, not in it: the training process rewrites status.json from
 # its own copy and would drop a tag the app wrote there.
 TAGS_FILE = "tags.json"
-STATUSES = ("running", "finished", "failed", "stopped")
+STATUSES = ("queued", "running", "finished", "failed", "stopped")
+ACTIVE = ("queued", "running")  # a live process owns the run; it is not over
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch
+LOCK_FILE = ".lock"
+ENDED_UNREPORTED = "the training process ended without reporting"
 
 
 def default_runs_dir() -> Path:
@@ -37,9 +49,24 @@ def default_runs_dir() -> Path:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    """Readers see the old file or the new one, never a half; fsync so a power cut does too."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """The run folder's lock, held for a moment while status.json changes hands."""
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -76,7 +103,26 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def pid_alive(pid: int | None) -> bool:
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) from /proc; None elsewhere."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()  # after "pid (comm) ", which may hold spaces
+    return fields[0], int(fields[19])
+
+
+def process_start(pid: int) -> int | None:
+    """When a process started (clock ticks since boot), to tell it from a later one that
+    reuses its pid; None where /proc is not available."""
+    stat = _proc_stat(pid)
+    return stat[1] if stat else None
+
+
+def pid_alive(pid: int | None, start: int | None = None) -> bool:
+    """Whether `pid` is a live process and, when `start` is known, the same one that was
+    recorded: a zombie or a reused pid does not count."""
     if not pid:
         return False
     try:
@@ -84,8 +130,16 @@ def pid_alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no /proc: os.kill is all we can ask
+    state, started = stat
+    return state not in "ZX" and (start is None or started == start)
+
+
+def _alive(status: dict[str, Any]) -> bool:
+    return pid_alive(status.get("pid"), status.get("pid_start"))
 
 
 class RunWriter:
@@ -94,6 +148,21 @@ class RunWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._status = json.loads((path / "status.json").read_text())
+        self._lock = threading.Lock()  # the stop watchdog may write status from its thread
+
+    def claim(self) -> None:
+        """Make this process the run's owner: the one whose death means the run is over."""
+        with run_lock(self.path), self._lock:
+            self._status = json.loads((self.path / "status.json").read_text())
+            self._write_status(pid=os.getpid(), pid_start=process_start(os.getpid()))
+
+    def hand_over(self, pid: int) -> None:
+        """The launcher passes the run to the process it started, unless that process has
+        already claimed it (then the file is no longer the launcher's to write)."""
+        with run_lock(self.path), self._lock:
+            self._status = json.loads((self.path / "status.json").read_text())
+            if self._status.get("pid") == os.getpid():
+                self._write_status(pid=pid, pid_start=process_start(pid))
 
     @property
     def run_id(self) -> str:
@@ -118,8 +187,28 @@ class RunWriter:
         self._append("samples.jsonl", [{"step": step, **s} for s in samples])
 
     def update_status(self, **fields: Any) -> None:
+        with self._lock:
+            self._write_status(**fields)
+
+    def _write_status(self, **fields: Any) -> None:
         self._status.update(fields, updated_at=time.time())
         _atomic_write(self.path / "status.json", json.dumps(self._status, indent=2))
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self._status)
+
+    def truncate(self, keep_through: int) -> None:
+        """Keep only the rows of steps <= keep_through (a resume redoes the rest), and drop
+        torn lines, so appending goes on from a clean line."""
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            path = self.path / name
+            if not path.exists():
+                continue
+            kept = [json.dumps(r, allow_nan=False) + "\n" for r in read_jsonl(path)
+                    if isinstance(r, dict) and isinstance(r.get("step"), int)
+                    and r["step"] <= keep_through]
+            _atomic_write(path, "".join(kept))
 
     def log_text(self, text: str) -> None:
         with open(self.path / "log.txt", "a") as f:
@@ -140,11 +229,16 @@ class RunRecord:
     pid: int | None = None
     train: list[dict[str, Any]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
+    queued_at: float | None = None  # its place in the queue (core.slots)
+    owner: str | None = None  # who launched it, in workshop mode
+    checkpoint_step: int | None = None  # where a resume continues from
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "config": self.config,
                 "error": self.error, "step": self.step, "total_steps": self.total_steps,
                 "started_at": self.started_at, "updated_at": self.updated_at,
+                "queued_at": self.queued_at, "owner": self.owner,
+                "checkpoint_step": self.checkpoint_step,
                 "tags": self.tags, "train": self.train, "evals": self.evals}
 
 
@@ -156,20 +250,31 @@ class RunStore:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return f"{stamp}-{config.recipe}-s{config.seed}-{secrets.token_hex(2)}"
 
-    def create(self, config: RunConfig) -> RunWriter:
-        """A run folder with config.json and status.json, made whole or not at all."""
+    def create(self, config: RunConfig, owner: str | None = None) -> RunWriter:
+        """A run folder with config.json and status.json, made whole or not at all, under an
+        id no other run has: two launches in the same second never share a folder."""
         self.root.mkdir(parents=True, exist_ok=True)
-        run_id = self.new_id(config)
-        tmp = self.root / f".tmp-{run_id}"
-        tmp.mkdir()
-        (tmp / "config.json").write_text(config.to_json())
-        status = {"status": "running", "pid": os.getpid(), "step": 0,
-                  "total_steps": config.steps, "started_at": time.time(),
-                  "updated_at": time.time(), "error": None}
-        (tmp / "status.json").write_text(json.dumps(status, indent=2))
-        final = self.root / run_id
-        os.rename(tmp, final)
-        return RunWriter(final)
+        now = time.time()
+        status = {"status": "queued", "pid": os.getpid(),
+                  "pid_start": process_start(os.getpid()), "step": 0,
+                  "total_steps": config.steps, "started_at": now, "queued_at": now,
+                  "updated_at": now, "error": None, "owner": owner}
+        for _ in range(100):
+            run_id = self.new_id(config)
+            tmp = self.root / f".tmp-{run_id}"
+            try:
+                tmp.mkdir()  # exclusive: a second creator of the same id gets FileExistsError
+            except FileExistsError:
+                continue
+            (tmp / "config.json").write_text(config.to_json())
+            (tmp / "status.json").write_text(json.dumps(status, indent=2))
+            try:
+                os.rename(tmp, self.root / run_id)  # fails if that run exists (non-empty)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+                continue
+            return RunWriter(self.root / run_id)
+        raise OSError(f"could not find a free run id in {self.root}")
 
     def path(self, run_id: str) -> Path:
         if not SAFE_ID.fullmatch(run_id):
@@ -181,7 +286,7 @@ class RunStore:
             return []
         # A folder with neither file is not a run (e.g. runs/experiments/ of reports).
         return sorted((p.name for p in self.root.iterdir()
-                       if p.is_dir() and SAFE_ID.fullmatch(p.name)
+                       if p.is_dir() and not p.is_symlink() and SAFE_ID.fullmatch(p.name)
                        and ((p / "status.json").exists() or (p / "config.json").exists())),
                       reverse=True)
 
@@ -195,11 +300,16 @@ class RunStore:
             if not isinstance(status, dict) or not isinstance(config, dict):
                 raise ValueError("status.json and config.json must hold JSON objects")
             state, error = str(status.get("status", "damaged")), status.get("error")
-            if state == "running" and not pid_alive(status.get("pid")):
-                state, error = "failed", error or "the training process ended without reporting"
+            if state not in STATUSES:
+                raise ValueError(f"unknown status {state!r}")
+            if state in ACTIVE and not _alive(status):  # killed, OOM, machine restarted
+                state, error = "failed", error or ENDED_UNREPORTED
+            ckpt = status.get("checkpoint_step")
             record = RunRecord(run_id, state, config, error, int(status.get("step", 0)),
                                int(status.get("total_steps", 0)), status.get("started_at"),
-                               status.get("updated_at"), self._tags(path), status.get("pid"))
+                               status.get("updated_at"), self._tags(path), status.get("pid"),
+                               queued_at=status.get("queued_at"), owner=status.get("owner"),
+                               checkpoint_step=int(ckpt) if ckpt is not None else None)
         except (OSError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
             return RunRecord(run_id, "damaged", {}, f"unreadable run folder: {e}", 0, 0,
                              None, None, self._tags(path))
@@ -222,7 +332,24 @@ class RunStore:
         _atomic_write(path / TAGS_FILE, json.dumps(tags))
 
     def list(self) -> list[RunRecord]:
-        return [self.load(i, metrics=False) for i in self.ids()]
+        out = []
+        for run_id in self.ids():
+            with contextlib.suppress(KeyError):  # deleted between listing and reading
+                out.append(self.load(run_id, metrics=False))
+        return out
+
+    def queue(self) -> list[str]:
+        """Runs waiting for a slot, first in line first (oldest queued_at, then id). Reads
+        status.json only: the waiting processes ask this often."""
+        waiting = []
+        for run_id in self.ids():
+            try:
+                status = json.loads((self.root / run_id / "status.json").read_text())
+                if status.get("status") == "queued" and _alive(status):
+                    waiting.append((float(status.get("queued_at") or 0.0), run_id))
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue  # a damaged or vanished run is in no line
+        return [run_id for _, run_id in sorted(waiting)]
 
     def samples(self, run_id: str) -> list[dict[str, Any]]:
         return read_jsonl(self.path(run_id) / "samples.jsonl")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from core.checkpoint import Checkpointer
 from core.config import RunConfig, learning_rate
 from core.evaluate import evaluate
 from core.modeling import LoadedModel, load_policy
@@ -43,6 +44,7 @@ def train(config: RunConfig, writer: RunWriter,
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, config.adam_beta2))
     writer.log_text(f"model {config.model} on {loaded.device}; {len(params)} LoRA tensors, "
                     f"{sum(p.numel() for p in params)} trainable parameters")
+    checkpoints = Checkpointer(writer, config, model, optimizer, rng)
 
     def run_eval(step: int) -> None:
         if config.no_eval:
@@ -53,9 +55,12 @@ def train(config: RunConfig, writer: RunWriter,
                    | {"eval/seconds": round(time.perf_counter() - t0, 3)})
         writer.log_samples(step, result.samples)
 
-    run_eval(0)
-    for step in range(1, config.steps + 1):
+    start = checkpoints.restore()  # a resumed run continues after its checkpoint; else 0
+    if start == 0:
+        run_eval(0)
+    for step in range(start + 1, config.steps + 1):
         if should_stop():
+            checkpoints.save(step - 1)  # so a resume loses nothing
             return "stopped"
         t0 = time.perf_counter()
         for group in optimizer.param_groups:
@@ -89,13 +94,17 @@ def train(config: RunConfig, writer: RunWriter,
                 confidence_mask=graded.confidence_mask)
             result = recipe.fn(batch, config)
             if not torch.isfinite(result.loss):
-                raise TrainingError(f"the loss became {float(result.loss)} at step {step}: "
-                                    "lower the learning rate or turn on gradient clipping")
+                raise TrainingError(f"the loss became {float(result.loss.detach())} at step "
+                                    f"{step}: lower the learning rate or turn on gradient "
+                                    "clipping")
             optimizer.zero_grad(set_to_none=True)
             result.loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 params, config.max_grad_norm if config.max_grad_norm > 0 else math.inf)
             optimizer.step()
+            if not all(bool(torch.isfinite(p).all()) for p in params):  # or sampling crashes
+                raise TrainingError(f"the LoRA weights stopped being finite at step {step}: "
+                                    "lower the learning rate or turn on gradient clipping")
         # 6. Log what this step saw, then evaluate when due.
         answer_prob = answer_probability(old_logprobs, graded.answer_mask)
         writer.log(step, {f"train/{k}": v for k, v in {
@@ -112,6 +121,7 @@ def train(config: RunConfig, writer: RunWriter,
         writer.update_status(step=step)
         if config.eval_every and step % config.eval_every == 0 and step != config.steps:
             run_eval(step)
+        checkpoints.maybe_save(step)
     if config.steps > 0:
         run_eval(config.steps)
     return "finished"

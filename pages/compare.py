@@ -55,7 +55,7 @@ st.session_state["compare_ids"] = ids
 if not ids:
     st.info("Pick at least one run.")
     st.stop()
-any_running = any(by_id[i].status == "running" for i in ids)
+any_running = any(by_id[i].status in api.ACTIVE for i in ids)
 
 
 @st.fragment(run_every=common.REFRESH_SECONDS * 2 if any_running else None)

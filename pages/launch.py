@@ -173,12 +173,13 @@ else:
     if model != EMBEDDED_MODEL and config.max_new_tokens < 64:
         st.warning(f"Max new tokens is {config.max_new_tokens}: too short for a chat model's "
                    "<answer> and <confidence> tags. Start from the chat preset or raise it.")
-running = [r for r in runs if r.status == "running"]
-if len(running) >= 2:
-    st.warning(f"{len(running)} runs are training now; another one will slow them all down.")
+queue = api.queue_state(runs)
+if queue.running >= queue.cap:
+    st.warning(f"{queue.running} of {queue.cap} runs are training now, {len(queue.line)} "
+               "waiting: a new run waits in the queue and starts by itself.")
 if st.button("Launch", type="primary", disabled=bool(problems), key="launch_go"):
     try:
-        run_id = api.launch(config)
+        run_id = api.launch(config, user=common.user())
     except Exception as e:  # the runner's own checks, a full disk: plain words, no traceback
         st.error(f"Could not start the run: {e}")
     else:

@@ -38,7 +38,7 @@ st.session_state["run_id"] = run_id
 page_status = by_id[run_id].status
 
 
-@st.fragment(run_every=common.REFRESH_SECONDS if page_status == "running" else None)
+@st.fragment(run_every=common.REFRESH_SECONDS if page_status in api.ACTIVE else None)
 def live() -> None:
     r = api.load_run(run_id)
     if r is None:
@@ -55,16 +55,39 @@ def live() -> None:
     done = f"step {r.step} / {r.total_steps}"
     if r.status == "running":
         done += f" · about {api.fmt_duration(eta)} left" if eta is not None else " · starting…"
-    top1.markdown(f"**Status: {common.status_md(r.status)}** · {done}")
+    top1.markdown(f"**Status: {common.status_md(r.status)}** · {done}"
+                  + (f" · launched by {r.owner}" if r.owner else ""))
     top1.progress(min(1.0, r.step / total), text=done)
-    stop_help = "Stops after the current step; what was logged so far stays."
-    if r.status == "running" and top2.button("Stop", key="run_stop", help=stop_help,
-                                             icon=":material/stop:"):
-        st.toast("Stopping after the current step…" if api.stop(r.id) else "It already ended.")
+    if r.status == "queued":
+        q = api.queue_state()
+        place = q.position(r.id)
+        st.info(f"Waiting for a free slot: {q.running} of {q.cap} runs train at once here"
+                + (f", and this one is number {place} in line." if place else ".")
+                + " It starts by itself.")
+    mine = common.may_change(r)
+    if r.status in api.ACTIVE and top2.button(
+            "Stop", key="run_stop", icon=":material/stop:", disabled=not mine,
+            help="Stops after the current step; what was logged so far stays."
+            if mine else common.owner_note(r)):
+        st.toast("Stopping after the current step…" if api.stop(r.id, user=common.user())
+                 else "It already ended.")
+    resume_help = (f"Continues this run from its checkpoint at step {r.checkpoint_step}."
+                   if r.checkpoint_step else "No checkpoint yet: continues from step 0.")
+    if api.can_resume(r) and top2.button("Continue", key="run_resume", disabled=not mine,
+                                         icon=":material/play_arrow:",
+                                         help=resume_help if mine else common.owner_note(r)):
+        try:
+            api.resume(r.id, user=common.user())
+        except Exception as e:  # refused (workshop limits, a broken config): words only
+            st.error(f"Could not continue the run: {e}")
+        else:
+            st.rerun()
     if r.status in ("failed", "damaged"):
         st.error(common.plain_error(r))
     elif r.status == "stopped":
-        st.info(f"This run was stopped at step {r.step} of {r.total_steps}.")
+        st.info(f"This run was stopped at step {r.step} of {r.total_steps}. Continue resumes "
+                + (f"it from its checkpoint at step {r.checkpoint_step}." if r.checkpoint_step
+                   else "it from step 0: it has no checkpoint yet."))
     if not r.train and not r.evals:
         st.info("Nothing logged yet: the model is loading and the step-0 evaluation is "
                 "running. This page follows the run by itself.")

@@ -12,8 +12,11 @@ common.page_setup("Runs")
 
 st.title(":material/folder_open: Runs")
 runs = api.list_runs()
-st.caption(f"Run folder: `{api.runs_dir().resolve()}` · {len(runs)} runs. Runs live on disk: "
-           "closing the browser or restarting the app loses nothing.")
+where = "" if api.workshop_settings().enabled else f"Run folder: `{api.runs_dir().resolve()}` · "
+queue = api.queue_state(runs)
+st.caption(f"{where}{len(runs)} runs; {queue.running} of {queue.cap} training at once, "
+           f"{len(queue.line)} waiting. Runs live on disk: closing the browser or restarting "
+           "the app loses nothing.")
 if not runs:
     st.info("No runs yet: start one on the Launch page or the classic comparison on Home.")
     st.stop()
@@ -42,8 +45,11 @@ run_id = st.selectbox("Run", shown_ids, key="runs_pick",
                       index=shown_ids.index(default) if default in shown_ids else 0,
                       format_func=lambda i: common.run_label(by_id[i]))
 r = by_id[run_id]
+mine = common.may_change(r)
 if r.status in ("failed", "damaged"):
     st.warning(common.plain_error(r))
+if not mine:
+    st.caption(common.owner_note(r).capitalize() + ".")
 
 a1, a2, a3, a4 = st.columns(4)
 if a1.button("Open", key="runs_open", width="stretch", icon=":material/monitoring:"):
@@ -53,9 +59,10 @@ if a2.button("Compare its group", key="runs_compare", width="stretch",
              disabled=not r.tags, help="Opens Compare with every run sharing its first tag."):
     group = r.tags[0]
     common.open_compare([x.id for x in runs if group in x.tags], group=group)
-if r.status == "running" and a3.button("Stop", key="runs_stop", width="stretch",
-                                            icon=":material/stop:"):
-    st.toast("Stopping after the current step…" if api.stop(run_id) else "It was not running.")
+if r.status in api.ACTIVE and a3.button("Stop", key="runs_stop", width="stretch",
+                                         icon=":material/stop:", disabled=not mine):
+    st.toast("Stopping after the current step…" if api.stop(run_id, user=common.user())
+             else "It was not running.")
 a4.download_button("Export as zip", lambda: api.export_zip(run_id), file_name=f"{run_id}.zip",
                    mime="application/zip", key="runs_export", width="stretch",
                    icon=":material/download:")
@@ -63,20 +70,20 @@ a4.download_button("Export as zip", lambda: api.export_zip(run_id), file_name=f"
 t1, t2 = st.columns([3, 1])
 tags = t1.text_input("Tags (comma-separated)", value=", ".join(r.tags),
                      key=f"runs_tags_{run_id}")
-if t2.button("Save tags", key="runs_save_tags", width="stretch"):
-    saved = api.set_tags(run_id, tags)
+if t2.button("Save tags", key="runs_save_tags", width="stretch", disabled=not mine):
+    saved = api.set_tags(run_id, tags, user=common.user())
     st.toast(f"Tags saved: {', '.join(saved) or 'none'}")
     st.rerun()
 
-if r.status == "running":
-    st.caption("A running run cannot be deleted: stop it first.")
-elif st.session_state.get("runs_confirm") == run_id:
+if r.status in api.ACTIVE:
+    st.caption(f"A {r.status} run cannot be deleted: stop it first.")
+elif mine and st.session_state.get("runs_confirm") == run_id:
     st.warning(f"Delete run `{run_id}` and all its files? This cannot be undone.")
     d1, d2, _ = st.columns([1, 1, 4])
     if d1.button("Yes, delete", type="primary", key="runs_delete_yes"):
         try:
-            api.delete(run_id)
-        except (ValueError, OSError) as e:
+            api.delete(run_id, user=common.user())
+        except (ValueError, OSError) as e:  # WorkshopError is an OSError too
             st.error(f"Could not delete: {e}")
         else:
             st.session_state.pop("runs_confirm", None)
@@ -85,6 +92,6 @@ elif st.session_state.get("runs_confirm") == run_id:
     if d2.button("Cancel", key="runs_delete_no"):
         st.session_state.pop("runs_confirm", None)
         st.rerun()
-elif st.button("Delete…", key="runs_delete", icon=":material/delete:"):
+elif mine and st.button("Delete…", key="runs_delete", icon=":material/delete:"):
     st.session_state["runs_confirm"] = run_id
     st.rerun()

@@ -14,7 +14,7 @@ def fake_launch(monkeypatch: pytest.MonkeyPatch) -> list:
 
     calls = []
 
-    def launch(config, root=None):
+    def launch(config, root=None, user=None):
         calls.append(config)
         return IDS[1]  # an existing recorded run, so the Run page has something to show
 

@@ -118,7 +118,7 @@ def test_launch_classic_tags_four_quick_runs(runs_dir, monkeypatch):
 
     made = []
 
-    def fake(config, root=None):
+    def fake(config, root=None, user=None):
         made.append(config)
         return RunStore(root or api.runs_dir()).create(config).run_id
 

@@ -36,7 +36,7 @@ def test_home_on_an_empty_store_invites_a_first_run(tmp_path, monkeypatch):
 def test_classic_comparison_launches_four_tagged_runs_and_opens_compare(runs_dir, monkeypatch):
     launched: list[RunConfig] = []
 
-    def fake_launch(config, root=None):  # the runner, minus the training process
+    def fake_launch(config, root=None, user=None):  # the runner, minus the training process
         launched.append(config)
         return RunStore(root or api.runs_dir()).create(config).run_id
 

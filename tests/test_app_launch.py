@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
-from app_helpers import IDS, ok, page, texts, use_store
+from app_helpers import IDS, ok, page, set_status, texts, use_store
 
 from core import api
 from core.config import help_text
@@ -114,7 +116,7 @@ def test_launch_starts_the_configured_run_and_opens_its_page(runs_dir, fake_laun
 
 
 def test_a_refused_launch_is_shown_in_words(runs_dir, monkeypatch):
-    def refuse(config, root=None):
+    def refuse(config, root=None, user=None):
         raise ModelError("the embedded model is missing")
 
     monkeypatch.setattr(api, "launch", refuse)
@@ -122,3 +124,12 @@ def test_a_refused_launch_is_shown_in_words(runs_dir, monkeypatch):
     at.button(key="launch_go").click().run()
     ok(at)
     assert "Could not start the run: the embedded model is missing" in at.error[0].value
+
+
+def test_a_full_machine_says_the_run_will_wait_in_the_queue(runs_dir, monkeypatch):
+    monkeypatch.setenv("CALIBRATION_LAB_MAX_RUNS", "2")
+    for run_id in IDS[:2]:
+        set_status(runs_dir, run_id, status="running", pid=os.getpid())
+    set_status(runs_dir, IDS[2], status="queued", pid=os.getpid())
+    at = ok(page("launch"))
+    assert "2 of 2 runs are training now, 1 waiting" in at.warning[0].value

@@ -119,7 +119,7 @@ def test_garbled_metrics_lines_are_skipped(runs_dir):
 def test_running_run_has_a_stop_button_and_an_eta(runs_dir, monkeypatch):
     set_status(runs_dir, RLCR, status="running", pid=os.getpid(), step=2)
     stopped = []
-    monkeypatch.setattr(api, "stop", lambda run_id, root=None: stopped.append(run_id) or True)
+    monkeypatch.setattr(api, "stop", lambda run_id, **_: stopped.append(run_id) or True)
     at = ok(page("run", {"run": RLCR}))
     assert "left" in texts(at)  # "about N s left"
     at.button(key="run_stop").click().run()
@@ -179,3 +179,40 @@ def test_live_views_follow_new_evaluations_unless_the_user_moved_them(runs_dir):
     ok(at)
     assert at.select_slider(key="run_step").value == 0  # the user's choice stays
     assert at.multiselect(key="run_pk_steps").value == [0, 4]  # untouched: follows
+
+
+def test_a_queued_run_shows_its_place_in_line_and_can_be_stopped(runs_dir, monkeypatch):
+    set_status(runs_dir, RLCR, status="queued", pid=os.getpid(), step=0, queued_at=1.0)
+    stopped = []
+    monkeypatch.setattr(api, "stop", lambda run_id, **_: stopped.append(run_id) or True)
+    at = ok(page("run", {"run": RLCR}))
+    assert "queued" in texts(at)
+    assert "number 1 in line" in at.info[0].value
+    at.button(key="run_stop").click().run()
+    assert stopped == [RLCR]
+
+
+def test_a_stopped_run_can_continue_from_its_checkpoint(runs_dir, monkeypatch):
+    set_status(runs_dir, RLCR, status="stopped", step=3, checkpoint_step=2)
+    resumed = []
+    monkeypatch.setattr(api, "resume", lambda run_id, **_: resumed.append(run_id) or run_id)
+    at = ok(page("run", {"run": RLCR}))
+    assert "from its checkpoint at step 2" in at.button(key="run_resume").help
+    assert "stopped at step 3" in at.info[0].value
+    at.button(key="run_resume").click().run()
+    ok(at)
+    assert resumed == [RLCR]
+
+
+def test_a_refused_continue_is_shown_in_words(runs_dir, monkeypatch):
+    set_status(runs_dir, RLCR, status="failed", error="RuntimeError: boom", step=3)
+
+    def refuse(run_id, **_):
+        raise ValueError("lr must be a finite number, got nan")
+
+    monkeypatch.setattr(api, "resume", refuse)
+    at = page("run", {"run": RLCR})
+    at.button(key="run_resume").click().run()
+    ok(at)
+    assert "Could not continue the run: lr must be a finite number" in texts(at)
+    assert "Traceback" not in texts(at)

@@ -52,7 +52,7 @@ def test_delete_needs_a_confirmation(runs_dir):
 def test_a_running_run_cannot_be_deleted_but_can_be_stopped(runs_dir, monkeypatch):
     set_status(runs_dir, IDS[2], status="running", pid=os.getpid())
     stopped = []
-    monkeypatch.setattr(api, "stop", lambda run_id, root=None: stopped.append(run_id) or True)
+    monkeypatch.setattr(api, "stop", lambda run_id, **_: stopped.append(run_id) or True)
     at = page("runs", {"run": IDS[2]})
     assert "stop it first" in texts(at)
     assert not [b for b in at.button if b.key == "runs_delete"]
@@ -70,6 +70,16 @@ def test_export_is_a_zip_of_the_run_folder(runs_dir):
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     for f in ("config.json", "status.json", "metrics.jsonl", "samples.jsonl"):
         assert f"{IDS[1]}/{f}" in names
+
+
+def test_export_leaves_out_links_and_hidden_files(runs_dir, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host file")
+    (runs_dir / IDS[1] / "leak.txt").symlink_to(secret)
+    (runs_dir / IDS[1] / ".lock").write_text("")
+    names = zipfile.ZipFile(io.BytesIO(api.export_zip(IDS[1]))).namelist()
+    assert f"{IDS[1]}/config.json" in names
+    assert not [n for n in names if n.endswith(("leak.txt", ".lock"))]
 
 
 def test_damaged_folder_is_listed_as_damaged(runs_dir):

@@ -116,6 +116,15 @@ def test_bad_input_exits_2_with_one_line_and_no_run_folder(tmp_path, argv, word)
     assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())
 
 
+@pytest.mark.parametrize("argv", [["train", "--steps", "many"], ["train", "--kl-beta", "-inf"],
+                                  ["resume"], ["frobnicate"]])
+def test_usage_mistakes_are_one_line_too(tmp_path, argv):
+    proc = run_cli(*argv, "--runs-dir", str(tmp_path / "runs"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "--help" in proc.stderr
+
+
 def test_train_help_documents_every_field():
     proc = run_cli("train", "--help")
     assert proc.returncode == 0, proc.stderr

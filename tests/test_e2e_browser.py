@@ -73,7 +73,7 @@ def app_url(tmp_path):
         log.close()
         for run in (tmp_path / "runs").glob("*/status.json"):  # never leave a run behind
             status = json.loads(run.read_text())
-            if status.get("status") == "running" and status.get("pid"):
+            if status.get("status") in ("queued", "running") and status.get("pid"):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(status["pid"], 15)
 

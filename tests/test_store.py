@@ -6,11 +6,21 @@ import json
 import os
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from core.config import RunConfig
-from core.store import SAFE_ID, RunStore, read_jsonl, split_metrics
+from core.store import (
+    ENDED_UNREPORTED,
+    SAFE_ID,
+    RunStore,
+    pid_alive,
+    process_start,
+    read_jsonl,
+    split_metrics,
+)
 
 
 @pytest.fixture
@@ -42,8 +52,9 @@ def test_create_writes_config_and_status_atomically(store, writer):
     config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
     assert config == RunConfig(recipe="rlcr", seed=3, steps=5)
     status = json.loads((path / "status.json").read_text())
-    assert status["status"] == "running"
+    assert status["status"] == "queued"  # it waits for a slot (core.slots) before training
     assert status["pid"] == os.getpid()
+    assert status["queued_at"] > 0
     assert status["step"] == 0 and status["total_steps"] == 5
     assert status["error"] is None
 
@@ -58,9 +69,9 @@ def test_new_ids_are_safe_distinct_and_name_the_recipe(store):
     assert set(store.ids()) == ids
 
 
-def test_a_fresh_run_loads_as_running(store, writer):
+def test_a_fresh_run_loads_as_queued(store, writer):
     record = store.load(writer.run_id)
-    assert record.status == "running"  # our own pid is alive
+    assert record.status == "queued"  # our own pid is alive
     assert record.config["recipe"] == "rlcr"
     assert record.step == 0 and record.total_steps == 5
     assert record.train == [] and record.evals == []
@@ -194,7 +205,7 @@ def test_corrupt_status_loads_as_damaged(store, writer, status_text):
     assert record.error
     # list() still works and shows both runs
     statuses = {r.id: r.status for r in store.list()}
-    assert statuses == {bad.name: "damaged", writer.run_id: "running"}
+    assert statuses == {bad.name: "damaged", writer.run_id: "queued"}
 
 
 def test_missing_config_loads_as_damaged(store):
@@ -241,3 +252,105 @@ def test_delete(store, writer):
     assert store.ids() == [other.run_id]
     with pytest.raises(KeyError):
         store.load(writer.run_id)
+
+
+# ------------------------------------------------- liveness, hand-over, queue (issue 7)
+
+
+def test_queued_with_a_dead_pid_loads_as_failed(store, writer):
+    writer.update_status(status="queued", pid=finished_pid(), pid_start=None)
+    record = store.load(writer.run_id)
+    assert (record.status, record.error) == ("failed", ENDED_UNREPORTED)
+
+
+def test_a_reused_pid_does_not_keep_a_run_alive(store, writer):
+    # Our pid is alive, but the recorded start time is another process's: the run's own
+    # process is gone and the pid now belongs to someone else.
+    writer.update_status(status="running", pid=os.getpid(),
+                         pid_start=process_start(os.getpid()) + 1)
+    assert store.load(writer.run_id).status == "failed"
+    writer.update_status(pid_start=process_start(os.getpid()))
+    assert store.load(writer.run_id).status == "running"
+
+
+def test_a_zombie_is_not_alive():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.time() + 10
+        while pid_alive(proc.pid) and time.time() < deadline:  # exited but not reaped
+            time.sleep(0.05)
+        assert not pid_alive(proc.pid)
+    finally:
+        proc.wait()
+
+
+def test_unknown_status_loads_as_damaged(store, writer):
+    writer.update_status(status="exploded")
+    assert store.load(writer.run_id).status == "damaged"
+
+
+def test_concurrent_creates_get_distinct_whole_runs(store):
+    configs = [RunConfig(seed=i % 3) for i in range(24)]
+    with ThreadPoolExecutor(8) as pool:
+        writers = list(pool.map(store.create, configs))
+    assert len({w.run_id for w in writers}) == 24
+    for w, c in zip(writers, configs, strict=True):
+        assert RunConfig.from_dict(json.loads((w.path / "config.json").read_text())) == c
+    assert not [p for p in store.root.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_an_id_collision_makes_a_new_id_never_a_merged_run(store, monkeypatch):
+    first = store.create(RunConfig(seed=1))
+    ids = iter([first.run_id, first.run_id, "20990101-000000-binary-s2-beef"])
+    monkeypatch.setattr(store, "new_id", lambda config: next(ids))
+    second = store.create(RunConfig(seed=2))
+    assert second.run_id == "20990101-000000-binary-s2-beef"
+    assert json.loads((first.path / "config.json").read_text())["seed"] == 1
+
+
+def test_hand_over_only_replaces_the_launchers_own_pid(store, writer):
+    writer.hand_over(12345)
+    assert json.loads((writer.path / "status.json").read_text())["pid"] == 12345
+    writer.hand_over(777)  # the child has claimed it (pid no longer ours): leave it
+    assert json.loads((writer.path / "status.json").read_text())["pid"] == 12345
+    writer.claim()
+    status = json.loads((writer.path / "status.json").read_text())
+    assert (status["pid"], status["pid_start"]) == (os.getpid(), process_start(os.getpid()))
+
+
+def test_queue_is_oldest_first_and_skips_dead_and_ended_runs(store):
+    a, b, c, d = (store.create(RunConfig(seed=i)) for i in range(4))
+    a.update_status(queued_at=30.0)
+    b.update_status(queued_at=10.0)
+    c.update_status(queued_at=20.0, pid=finished_pid(), pid_start=None)  # died waiting
+    d.update_status(queued_at=5.0, status="running")
+    (store.root / "20000101-000000-binary-s0-dead").mkdir()
+    (store.root / "20000101-000000-binary-s0-dead" / "status.json").write_text("{oops")
+    assert store.queue() == [b.run_id, a.run_id]
+
+
+def test_truncate_keeps_steps_up_to_the_checkpoint_and_drops_torn_lines(store, writer):
+    for step in range(5):
+        writer.log(step, {"train/loss": float(step)})
+    writer.log_samples(2, [{"text": "a"}])
+    writer.log_samples(4, [{"text": "b"}])
+    with open(writer.path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "train/lo')
+    writer.truncate(2)
+    assert [r["step"] for r in read_jsonl(writer.path / "metrics.jsonl")] == [0, 1, 2]
+    assert store.samples(writer.run_id) == [{"step": 2, "text": "a"}]
+    writer.log(3, {"train/loss": 3.0})  # appends start on a clean line
+    assert [r["step"] for r in read_jsonl(writer.path / "metrics.jsonl")] == [0, 1, 2, 3]
+
+
+def test_symlinked_folders_are_not_runs(store, writer, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "status.json").write_text('{"status": "finished"}')
+    (store.root / "20000101-000000-binary-s0-link").symlink_to(outside)
+    assert store.ids() == [writer.run_id]
+
+
+def test_list_survives_a_run_deleted_while_listing(store, writer, monkeypatch):
+    monkeypatch.setattr(store, "ids", lambda: ["20000101-000000-binary-s0-gone", writer.run_id])
+    assert [r.id for r in store.list()] == [writer.run_id]

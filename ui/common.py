@@ -14,8 +14,8 @@ from core import api
 from core.store import RunRecord
 
 REFRESH_SECONDS = 2.0  # live views poll the run folder this often
-STATUS_COLORS = {"running": "blue", "finished": "green", "failed": "red", "stopped": "gray",
-                 "damaged": "orange"}
+STATUS_COLORS = {"queued": "violet", "running": "blue", "finished": "green", "failed": "red",
+                 "stopped": "gray", "damaged": "orange"}
 PAGES = {"home": "app.py", "launch": "pages/launch.py", "run": "pages/run.py",
          "compare": "pages/compare.py", "runs": "pages/runs.py"}
 
@@ -26,15 +26,66 @@ NAV = (("home", "Home", ":material/home:"), ("launch", "Launch", ":material/rock
 
 
 def page_setup(title: str) -> None:
-    """First call of every page: wide layout, the lab's own sidebar navigation (Streamlit's
-    is hidden in .streamlit/config.toml, it would show file names), and the device probe."""
+    """First call of every page: wide layout, the workshop gate, the lab's own sidebar
+    navigation (Streamlit's is hidden in .streamlit/config.toml, it would show file names),
+    and the device probe."""
     st.set_page_config(page_title=f"{title} · Calibration Lab", page_icon=":material/target:",
                        layout="wide")
+    ws = api.workshop_settings()
+    if ws.enabled:
+        gate(ws)
     api.detected_device()  # starts the subprocess probe once; never blocks
     with st.sidebar:
         st.markdown("### :material/target: Calibration Lab")
         for page, label, icon in NAV:
             st.page_link(PAGES[page], label=label, icon=icon)
+        if ws.enabled:
+            n = ws.runs_per_user
+            st.caption(f"Signed in as **{user()}** · up to {n} live run{'s' * (n != 1)}")
+            if st.button("Sign out", key="gate_sign_out", icon=":material/logout:"):
+                st.session_state.pop("lab_user", None)
+                st.rerun()
+
+
+def gate(ws: api.workshop.Workshop) -> None:
+    """Workshop mode: nothing of the lab is drawn (and nothing read) for a session until it
+    has given the access token. Every page calls this first, so direct links are gated too."""
+    if ws.setup_problem:
+        st.error(f"This lab is in workshop mode but not set up safely: {ws.setup_problem}.")
+        st.stop()
+    if st.session_state.get("lab_user"):
+        return
+    st.title(":material/lock: Calibration Lab · workshop")
+    with st.form("gate_form", clear_on_submit=True):  # the token does not linger in the form
+        name = st.text_input("Your name", key="gate_name", max_chars=40,
+                             help="Labels your runs; only you can stop, continue, tag or "
+                                  "delete them.")
+        token = st.text_input("Access token", type="password", key="gate_token",
+                              help="The host gives it to the room.")
+        entered = st.form_submit_button("Enter", type="primary")
+    if entered:
+        try:
+            st.session_state["lab_user"] = api.sign_in(token, name)
+        except api.WorkshopError as e:
+            time.sleep(1.0)  # makes guessing slow from one session
+            st.error(str(e))
+        else:
+            st.rerun()
+    st.stop()
+
+
+def user() -> str | None:
+    """The signed-in workshop name; None outside workshop mode."""
+    return st.session_state.get("lab_user")
+
+
+def may_change(r: RunRecord) -> bool:
+    """Whether this session may stop, continue, tag or delete the run (workshop: its own)."""
+    return not api.workshop_settings().enabled or (r.owner is not None and r.owner == user())
+
+
+def owner_note(r: RunRecord) -> str:
+    return f"only {r.owner or 'the host'} can change this run"
 
 
 def status_text(status: str) -> str:
@@ -84,12 +135,18 @@ def plain_error(r: RunRecord) -> str:
         return (f"This run's folder is damaged and cannot be read ({err or 'unknown reason'}). "
                 "Delete it on the Runs page, or inspect it in the runs folder.")
     if "ended without reporting" in err:
+        detail = err.partition("reporting: ")[2]
         return ("The training process stopped without saying why: it was killed, ran out of "
-                "memory, or the machine restarted. What it logged before is still shown.")
+                "memory, or the machine restarted" + (f" ({detail})" if detail else "")
+                + ". What it logged before is still shown; Continue resumes it from its last "
+                "checkpoint.")
     name, _, message = err.partition(": ")
     hints = {"OutOfMemoryError": "The model did not fit in memory: lower G, prompts per step "
                                  "or the evaluation sizes, or use a smaller model.",
              "TrainingError": "Training became unstable.",
+             "RuntimeError": "Training became unstable (lower the learning rate)."
+             if "probability tensor" in message else "",
+             "CheckpointError": "The checkpoint cannot be used.",
              "ModelError": "The model could not be loaded.",
              "OSError": "A file could not be read or written (full disk? missing model?)."}
     hint = hints.get(name, "")
