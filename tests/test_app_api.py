@@ -189,7 +189,8 @@ def test_launch_pins_a_task_file_into_the_store(runs_dir, tmp_path, monkeypatch)
     src.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": str(i + 1)}) + "\n"
                            for i in range(100)))
     seen = []
-    monkeypatch.setattr(core.runner, "launch", lambda config, root: seen.append(config) or "id")
+    monkeypatch.setattr(core.runner, "launch",
+                        lambda config, root, owner=None: seen.append(config) or "id")
     assert api.launch(build_config(task=str(src))) == "id"
     (config,) = seen
     assert config.task.startswith(str((runs_dir / "datasets").resolve()))
