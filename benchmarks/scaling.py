@@ -2,8 +2,8 @@
 
 Run by hand: `.venv/bin/python -m benchmarks.scaling [--steps 12] [--warmup 3]`. Prints
 markdown tables for benchmarks/RESULTS.md. Every row is the median wall time of a step of
-`core.train.train` (binary reward, 16 prompts a step, no evaluation) or of one evaluation
-(128 held-out prompts x n samples plus greedy), with torch on every core.
+`core.train.train` (binary reward, 16 prompts a step, no evaluation, no checkpoints) or of
+one evaluation (128 held-out prompts x n samples plus greedy), with torch on every core.
 
 - Completion length: the end-of-sequence token is swapped for one the model never writes,
   so every completion runs to exactly `max_new_tokens`.
@@ -34,7 +34,7 @@ from core.tasks import get_task
 
 def step_time(warmup: int, steps: int, never_stop: bool = False, **overrides: object) -> float:
     config = build_config("quick", recipe="binary", no_eval=True, steps=warmup + steps,
-                          **overrides)
+                          checkpoint_every=0, **overrides)
     loaded = load_policy(config)
     if never_stop:
         loaded.tokenizer.eos_token = loaded.tokenizer.bos_token  # never generated after Q=

@@ -2,37 +2,30 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from typing import Any
 
 from core.config import RunConfig
 from core.modeling import LoadedModel
-
-
-class StepClock:
-    """The writer interface `core.train.train` needs; it only notes when each step ends."""
-
-    def __init__(self) -> None:
-        self.stamps = [time.perf_counter()]
-
-    def log(self, step: int, metrics: dict[str, Any]) -> None: ...
-
-    def log_text(self, text: str) -> None: ...
-
-    def log_samples(self, step: int, samples: list[dict[str, Any]]) -> None: ...
-
-    def update_status(self, **fields: Any) -> None:
-        self.stamps.append(time.perf_counter())
-
-    @property
-    def step_seconds(self) -> list[float]:
-        return [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
+from core.store import RunStore
 
 
 def train_step_seconds(config: RunConfig, loaded: LoadedModel | None = None) -> list[float]:
-    """Wall seconds of each step of `core.train.train` (sampling through optimiser step)."""
+    """Wall seconds of each step of `core.train.train` (sampling through optimiser step and
+    logging), from a real run folder in a temporary directory."""
     from core.train import train
 
-    clock = StepClock()
-    train(config, clock, loaded=loaded)  # type: ignore[arg-type]
-    return clock.step_seconds
+    with tempfile.TemporaryDirectory(prefix="bench-runs-") as root:
+        writer = RunStore(root).create(config)
+        stamps = [time.perf_counter()]
+        record_status = writer.update_status
+
+        def update_status(**fields: Any) -> None:
+            if fields.keys() == {"step"}:  # the loop's end-of-step call
+                stamps.append(time.perf_counter())
+            record_status(**fields)
+
+        writer.update_status = update_status  # type: ignore[method-assign]
+        train(config, writer, loaded=loaded)
+    return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]

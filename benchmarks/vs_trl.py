@@ -11,7 +11,7 @@ alpha 32 on all linear layers, lr 1e-3, binary correctness reward, one inner ste
 no evaluation, CPU. Each run is a fresh subprocess; the two sides alternate so drift in the
 machine's speed hits both. A step is timed wall-clock from its start to the next, so it
 includes everything each trainer does per step (sampling, reward, loss, backward,
-optimiser, bookkeeping). The last line reads `ratio lab/trl = X.XX`.
+optimiser, bookkeeping; neither side saves checkpoints). The last line reads `ratio lab/trl = X.XX`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def lab_steps(steps: int, threads: int) -> list[float]:
     return train_step_seconds(build_config(
         "quick", recipe="binary", steps=steps, prompts_per_step=PROMPTS, group_size=GROUP,
         max_new_tokens=NEW_TOKENS, lr=LR, lora_rank=RANK, lora_alpha=ALPHA, kl_beta=0.0,
-        inner_epochs=1, temperature=1.0, no_eval=True, threads=threads, device="cpu"))
+        inner_epochs=1, temperature=1.0, no_eval=True, threads=threads, device="cpu",
+        checkpoint_every=0))  # TRL's side saves nothing either
 
 
 def trl_steps(steps: int, threads: int) -> list[float]:

@@ -49,7 +49,7 @@ def _draw(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Promp
     parts: list[_Samples] = []
     for i in range(0, len(examples), chunk):
         rollout = sample(model, tokenizer, fmt, examples[i:i + chunk], n, temperature,
-                         max_new_tokens, with_logprobs=True)
+                         max_new_tokens)
         graded = grade(rollout, fmt, task, tokenizer)
         parts.append(_Samples(
             graded.correct.numpy(), graded.confidence.double().numpy().round(6),

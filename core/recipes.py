@@ -8,7 +8,7 @@ Shapes: B = prompts x G samples (groups contiguous), T = completion tokens.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -224,6 +224,27 @@ class Recipe:
 
     def needs_reference(self, config: RunConfig) -> bool:
         return config.kl_beta > 0 or self.info.needs_span_confidence
+
+    def rows_to_score(self, batch: RecipeBatch, config: RunConfig) -> torch.Tensor:
+        """[B] bool: the rows the update needs log-probs with gradients for, whole groups.
+
+        A policy-gradient loss is linear in log pi at ratio 1, so differentiating it once
+        at a probe shows which rows carry any weight. The rest (a group whose rewards are all
+        equal under a group baseline; every wrong sample under psr) add exactly zero to the
+        loss and its gradient, and scoring them is wasted work. With a KL term or rlsf's
+        DPO loss every row counts.
+        """
+        every_row = torch.ones_like(batch.correct, dtype=torch.bool)
+        if self.needs_reference(config):
+            return every_row
+        probe = torch.zeros_like(batch.mask, requires_grad=True)  # [B, T]
+        result = self.fn(replace(batch, logprobs=probe, old_logprobs=probe.detach()), config)
+        (grad,) = torch.autograd.grad(result.loss, probe, allow_unused=True)
+        groups = torch.zeros(len(every_row) // batch.group_size, dtype=torch.bool)  # [P]
+        if grad is not None:
+            groups = (grad != 0).any(-1).view(-1, batch.group_size).any(-1).cpu()  # [P]
+        groups[0] |= ~groups.any()  # one group even so: Adam steps on its momentum as before
+        return groups.repeat_interleave(batch.group_size)  # [B]
 
 
 _FNS = {"binary": binary, "rlcr": rlcr, "psr": psr, "nsr": nsr, "w-reinforce": w_reinforce,

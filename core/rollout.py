@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
-from transformers import Cache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.formats import PromptFormat
 from core.tasks import Example, Task
@@ -26,12 +26,32 @@ class Rollout:
     completion_mask: torch.Tensor  # [B, T] 1 on completion tokens up to and including EOS
     prompt_width: int  # W
     texts: list[str]  # [B] completion text without special tokens
-    logprobs: torch.Tensor | None = None  # [B, T] log pi(y_t) at T = 1, taken while sampling
+    logprobs: torch.Tensor | None = None  # [B, T] log pi(y_t) at T = 1 while sampling; 0 on pad
     samples: int = 1  # rows per prompt; each prompt's rows are contiguous and share its prefix
 
     @property
     def completion_ids(self) -> torch.Tensor:
         return self.input_ids[:, self.prompt_width:]  # [B, T]
+
+    def select(self, rows: torch.Tensor) -> Rollout:
+        """The rows where `rows` [B] is true (whole groups, so prompts still share a cache)."""
+        if bool(rows.all()):
+            return self
+        keep = rows.nonzero().squeeze(1).tolist()
+        idx = rows.to(self.input_ids.device)
+        return Rollout([self.examples[i] for i in keep], self.input_ids[idx],
+                       self.attention_mask[idx], self.completion_mask[idx], self.prompt_width,
+                       [self.texts[i] for i in keep],
+                       None if self.logprobs is None else self.logprobs[idx], self.samples)
+
+
+def with_rows(base: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """`base` [B, T] with the `rows` [B] replaced by `values` [rows, T] (keeps their grad)."""
+    if bool(rows.all()):
+        return values
+    out = base.detach().clone()
+    out[rows.to(out.device)] = values
+    return out
 
 
 @dataclass
@@ -54,53 +74,82 @@ class TokenScores:
 
 def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,
            examples: list[Example], samples: int, temperature: float | None,
-           max_new_tokens: int, with_logprobs: bool = False) -> Rollout:
-    """`samples` completions per example; temperature None means greedy.
-
-    `with_logprobs` keeps each sampled token's log-probability from the generation pass
-    itself, which spares evaluation a second forward pass.
-    """
+           max_new_tokens: int) -> Rollout:
+    """`samples` completions per example, temperature None meaning greedy, with each sampled
+    token's log-probability at temperature 1 (what training and evaluation score)."""
     device = next(model.parameters()).device
     enc = tokenizer([fmt.prompt(ex) for ex in examples], return_tensors="pt",
                     padding=True).to(device)  # [P, W]
-    # Plain sampling from the policy: transformers would otherwise apply top_k = 50 and a
-    # hub model's own top_p/top_k defaults. top_k = 0 switches top-k off.
-    sampling = {} if temperature is None else {"do_sample": True, "temperature": temperature,
-                                               "top_k": 0, "top_p": 1.0}
-    gen = GenerationConfig(
-        max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-        output_logits=with_logprobs, return_dict_in_generate=True, **sampling)
     input_ids = enc["input_ids"].repeat_interleave(samples, dim=0)  # [B, W]
     prompt_mask = enc["attention_mask"].repeat_interleave(samples, dim=0)  # [B, W]
+    eos = _eos_ids(model, tokenizer).to(device)
     with torch.inference_mode():
         cache = _shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], samples)
-        gen_out = model.generate(input_ids=input_ids, attention_mask=prompt_mask,
-                                 cache=cache, generation_config=gen)
-    out = gen_out.sequences.clone()  # [B, W + T]; a normal tensor, so autograd may save it
-    width = input_ids.shape[1]
-    completion = out[:, width:]  # [B, T]
-    logprobs = None
-    if with_logprobs:
-        logits = torch.stack(gen_out.logits, dim=1).float()  # [B, T, V] raw, before temperature
-        logprobs = torch.log_softmax(logits, -1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
-    is_eos = completion == tokenizer.eos_token_id  # [B, T]
+        completion, logprobs = _decode(model, input_ids, prompt_mask, cache, max_new_tokens,
+                                       temperature, eos, tokenizer.pad_token_id)
+    completion, logprobs = completion.clone(), logprobs.clone()  # normal tensors for autograd
+    is_eos = torch.isin(completion, eos)  # [B, T]
     # Tokens after the first EOS are padding: mask = 1 up to and including the first EOS.
     after_eos = (is_eos.cumsum(-1) - is_eos.long()) > 0  # [B, T]
     completion_mask = (~after_eos).long()  # [B, T]
     attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [B, W + T]
     visible = completion.masked_fill(completion_mask == 0, tokenizer.pad_token_id)  # [B, T]
     texts = tokenizer.batch_decode(visible, skip_special_tokens=True)
-    return Rollout([ex for ex in examples for _ in range(samples)], out,
-                   attention_mask, completion_mask, width, texts, logprobs, samples)
+    return Rollout([ex for ex in examples for _ in range(samples)],
+                   torch.cat([input_ids, visible], dim=1), attention_mask, completion_mask,
+                   input_ids.shape[1], texts, logprobs * completion_mask, samples)
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """Every id that ends a completion: the tokenizer's EOS and the model's generation
+    config's (chat models often list two, e.g. <|im_end|> and <|endoftext|>)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(configured) if isinstance(configured, list) else {configured}
+    return torch.tensor(sorted(i for i in ids if i is not None))
+
+
+def _decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+            cache: Cache | None, max_new_tokens: int, temperature: float | None,
+            eos: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token by token with the KV cache: (tokens [B, T], log pi(token) at T = 1 [B, T]).
+
+    The same sampling as `generate` with do_sample, temperature, top_k = 0 and top_p = 1 (the
+    same tokens for the same seed; tested), without a hub model's own sampling defaults
+    (repetition penalties, top-k) that would make the samples differ from the policy that
+    training scores, and without keeping every step's [B, V] logits to read log-probs.
+    """
+    positions = position_ids(attention_mask)  # [B, W]
+    done_before = 0 if cache is None else cache.get_seq_length()
+    step_ids, step_pos = input_ids[:, done_before:], positions[:, done_before:]
+    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    tokens, logprobs = [], []
+    for _ in range(max_new_tokens):
+        out = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_pos,
+                    cache=cache, use_cache=True, logits_to_keep=1)
+        cache = out.cache
+        logits = out.logits[:, -1].float()  # [B, V]
+        if temperature is None:
+            chosen = logits.argmax(-1)  # [B]
+        else:
+            chosen = torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(1)
+        chosen = chosen.masked_fill(finished, pad_id)  # [B]
+        tokens.append(chosen)
+        logprobs.append(torch.log_softmax(logits, -1).gather(1, chosen[:, None]).squeeze(1))
+        finished = finished | torch.isin(chosen, eos)
+        if bool(finished.all()):
+            break
+        step_ids, step_pos = chosen[:, None], step_pos[:, -1:] + 1  # [B, 1]
+        attention_mask = torch.cat([attention_mask, torch.ones_like(step_ids)], dim=1)
+    return torch.stack(tokens, 1), torch.stack(logprobs, 1)  # [B, T], [B, T]
 
 
 def _shared_prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
                          prompt_mask: torch.Tensor, samples: int) -> Cache | None:
     """KV cache of every prompt but its last token, computed once and repeated `samples` times.
 
-    `generate` would run the prompt once per sample; this runs it once per prompt and lets
-    `generate` start from the last prompt token (same tokens, same sampling; tested).
+    Generating from full rows would run each prompt once per sample; this runs it once per
+    prompt, and decoding starts from the last prompt token (same tokens; tested).
     """
     if samples == 1 or prompt_ids.shape[1] < 2:
         return None

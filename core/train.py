@@ -15,7 +15,14 @@ from core.config import RunConfig, learning_rate
 from core.evaluate import evaluate
 from core.modeling import LoadedModel, load_policy
 from core.recipes import RECIPES, RecipeBatch
-from core.rollout import answer_probability, grade, sample_in_slices, score_tokens, span_confidence
+from core.rollout import (
+    answer_probability,
+    grade,
+    sample_in_slices,
+    score_tokens,
+    span_confidence,
+    with_rows,
+)
 from core.store import RunWriter
 from core.tasks import task_for
 
@@ -71,27 +78,27 @@ def train(config: RunConfig, writer: RunWriter,
                                    config.group_size, config.temperature,
                                    config.max_new_tokens, config.generation_batch_size)
         graded = grade(rollout, fmt, task, tokenizer)
-        ref_logprobs = None
+        batch = RecipeBatch(  # log-probs from sampling until the scoring pass replaces them
+            logprobs=rollout.logprobs, old_logprobs=rollout.logprobs,
+            mask=rollout.completion_mask.float(), correct=graded.correct,
+            confidence=graded.confidence, well_formed=graded.well_formed,
+            group_size=config.group_size, confidence_mask=graded.confidence_mask)
         if recipe.needs_reference(config):
             with torch.no_grad(), model.disable_adapter():
-                ref_logprobs = score_tokens(model, rollout).logprobs  # [B, T]
-        # 2-5. Reward, advantage and loss live in the recipe; then the optimiser step.
-        # The first pass scores the batch as sampled, so pi_old = pi there (ratio 1).
-        old_logprobs, span = None, None
-        for _ in range(config.inner_epochs):
-            first_pass = old_logprobs is None
-            scores = score_tokens(model, rollout, with_disparity=use_disparity and first_pass)
-            if first_pass:
-                old_logprobs = scores.logprobs.detach()  # [B, T]
-                if recipe.needs_span_confidence:
-                    per_token = scores.disparity if use_disparity else old_logprobs.exp()
-                    span = span_confidence(per_token, graded.answer_mask)  # [B]
-            batch = RecipeBatch(
-                logprobs=scores.logprobs, old_logprobs=old_logprobs,
-                mask=rollout.completion_mask.float(), correct=graded.correct,
-                confidence=graded.confidence, well_formed=graded.well_formed,
-                group_size=config.group_size, ref_logprobs=ref_logprobs, span_confidence=span,
-                confidence_mask=graded.confidence_mask)
+                batch.ref_logprobs = score_tokens(model, rollout).logprobs  # [B, T]
+        # 2-5. Reward, advantage and loss live in the recipe; then the optimiser step. Rows
+        # that carry no advantage are not scored (exactly the same update, less work).
+        rows = recipe.rows_to_score(batch, config)  # [B] bool
+        scored = rollout.select(rows)
+        for epoch in range(config.inner_epochs):
+            scores = score_tokens(model, scored, with_disparity=use_disparity and epoch == 0)
+            if epoch == 0:  # pi_old = pi on the first pass (ratio 1)
+                batch.old_logprobs = with_rows(batch.old_logprobs, rows, scores.logprobs.detach())
+                if recipe.needs_span_confidence:  # rlsf scores every row
+                    per_token = scores.disparity if use_disparity else scores.logprobs.exp()
+                    batch.span_confidence = span_confidence(per_token.detach(),
+                                                            graded.answer_mask)  # [B]
+            batch.logprobs = with_rows(batch.old_logprobs, rows, scores.logprobs)  # [B, T]
             result = recipe.fn(batch, config)
             if not torch.isfinite(result.loss):
                 raise TrainingError(f"the loss became {float(result.loss.detach())} at step "
@@ -106,7 +113,7 @@ def train(config: RunConfig, writer: RunWriter,
                 raise TrainingError(f"the LoRA weights stopped being finite at step {step}: "
                                     "lower the learning rate or turn on gradient clipping")
         # 6. Log what this step saw, then evaluate when due.
-        answer_prob = answer_probability(old_logprobs, graded.answer_mask)
+        answer_prob = answer_probability(batch.old_logprobs, graded.answer_mask)
         writer.log(step, {f"train/{k}": v for k, v in {
             "reward/mean": float(result.rewards.mean()),
             "accuracy": float(graded.correct.mean()),
@@ -117,6 +124,7 @@ def train(config: RunConfig, writer: RunWriter,
             "confidence/answer_prob": _nanmean(answer_prob),
             "grad_norm": float(grad_norm),
             "seconds": round(time.perf_counter() - t0, 4),
+            "rows_scored": float(rows.float().mean()),
             **result.components}.items()})
         writer.update_status(step=step)
         if config.eval_every and step % config.eval_every == 0 and step != config.steps:

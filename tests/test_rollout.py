@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import pytest
 import torch
 
 from core.formats import COMPACT
@@ -72,8 +73,7 @@ def test_sampling_logprobs_match_a_scoring_pass() -> None:
     loaded = load_policy(RunConfig(threads=1))
     torch.manual_seed(0)
     examples = TASKS["add"].eval_set(8)
-    r = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, examples, 4, 1.0, 10,
-               with_logprobs=True)
+    r = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, examples, 4, 1.0, 10)
     with torch.inference_mode():
         scored = score_tokens(loaded.model, r).logprobs
     mask = r.completion_mask.bool()
@@ -97,7 +97,7 @@ def test_merged_sampler_is_the_policy_and_leaves_the_base_alone() -> None:
     assert sampler is not loaded.model
     torch.manual_seed(0)
     r = sample(sampler, loaded.tokenizer, loaded.prompt_format, TASKS["add"].eval_set(8), 4,
-               1.0, 10, with_logprobs=True)
+               1.0, 10)
     with torch.inference_mode():
         scored = score_tokens(loaded.model, r).logprobs
     mask = r.completion_mask.bool()
@@ -172,3 +172,53 @@ def test_sampling_from_a_shared_prompt_cache_matches_plain_generate() -> None:
             max_new_tokens=10, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
     assert torch.equal(ours.input_ids, plain)
+
+
+@pytest.mark.parametrize(("recipe", "expected_groups"), [
+    ("binary", [False, True, False, True]),  # equal rewards in a group: zero advantage
+    ("psr", [True, True, False, True]),  # psr moves only correct samples
+    ("nsr", [False, True, True, True]),  # nsr only wrong ones
+])
+def test_skipping_rows_without_advantage_gives_the_same_update(recipe, expected_groups) -> None:
+    """The train loop scores only rows that carry advantage; loss and gradients match."""
+    from dataclasses import replace
+
+    from core.config import RunConfig
+    from core.modeling import load_policy
+    from core.recipes import RECIPES, RecipeBatch
+    from core.rollout import sample, score_tokens, with_rows
+
+    config = RunConfig(threads=1, recipe=recipe, group_size=4)
+    loaded = load_policy(config)
+    with torch.no_grad():
+        for n, p in loaded.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(4)))
+    torch.manual_seed(0)
+    r = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, TASKS["add"].eval_set(4),
+               4, 1.0, 10)
+    correct = torch.tensor([1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0], dtype=torch.float)
+    template = RecipeBatch(r.logprobs, r.logprobs, r.completion_mask.float(), correct,
+                           torch.full((16,), 0.55), torch.ones(16, dtype=torch.bool), 4)
+    params = [p for p in loaded.model.parameters() if p.requires_grad]
+
+    def update(rows: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+        scores = score_tokens(loaded.model, r.select(rows)).logprobs
+        old = with_rows(r.logprobs, rows, scores.detach())
+        batch = replace(template, logprobs=with_rows(old, rows, scores), old_logprobs=old)
+        loss = RECIPES[recipe].fn(batch, config).loss
+        loss.backward()
+        grads = [p.grad.clone() for p in params]
+        loaded.model.zero_grad(set_to_none=True)
+        return float(loss), grads
+
+    rows = RECIPES[recipe].rows_to_score(template, config)
+    assert rows.view(4, 4)[:, 0].tolist() == expected_groups
+    loss_all, grads_all = update(torch.ones(16, dtype=torch.bool))
+    loss_some, grads_some = update(rows)
+    assert loss_some == pytest.approx(loss_all, abs=1e-7)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(grads_all, grads_some,
+                                                                strict=True))
+    # With a KL term every row counts.
+    kl = replace(config, kl_beta=0.1)
+    assert bool(RECIPES[recipe].rows_to_score(template, kl).all())
