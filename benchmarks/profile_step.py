@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -27,6 +28,11 @@ from core.modeling import load_policy
 from core.recipes import RECIPES, RecipeBatch
 from core.rollout import grade, sample, score_tokens
 from core.tasks import get_task
+
+try:
+    from core.rollout import with_rows
+except ImportError:  # the lab before issue 6
+    with_rows = None
 
 
 def main() -> None:
@@ -68,13 +74,18 @@ def main() -> None:
                         config.temperature, config.max_new_tokens)
         with phase("grade"):
             g = grade(ro, fmt, task, tok)
-        with phase("score (forward)"):
-            s = score_tokens(model, ro)
-        with phase("recipe"):
-            batch = RecipeBatch(s.logprobs, s.logprobs.detach(), ro.completion_mask.float(),
-                                g.correct, g.confidence, g.well_formed, config.group_size,
+            batch = RecipeBatch(ro.logprobs, ro.logprobs, ro.completion_mask.float(), g.correct,
+                                g.confidence, g.well_formed, config.group_size,
                                 confidence_mask=g.confidence_mask)
-            res = recipe.fn(batch, config)
+        with phase("pick rows"):  # rows without advantage are not scored (since issue 6)
+            rows = (recipe.rows_to_score(batch, config) if hasattr(recipe, "rows_to_score")
+                    else None)
+            scored = ro if rows is None else ro.select(rows)
+        with phase("score (forward)"):
+            s = score_tokens(model, scored)
+        with phase("recipe"):
+            lp = s.logprobs if rows is None else with_rows(ro.logprobs, rows, s.logprobs)
+            res = recipe.fn(replace(batch, logprobs=lp, old_logprobs=lp.detach()), config)
         with phase("backward"):
             opt.zero_grad(set_to_none=True)
             res.loss.backward()

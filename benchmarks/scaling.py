@@ -36,8 +36,11 @@ def step_time(warmup: int, steps: int, never_stop: bool = False, **overrides: ob
     config = build_config("quick", recipe="binary", no_eval=True, steps=warmup + steps,
                           checkpoint_every=0, **overrides)
     loaded = load_policy(config)
-    if never_stop:
-        loaded.tokenizer.eos_token = loaded.tokenizer.bos_token  # never generated after Q=
+    if never_stop:  # BOS is never generated after Q=, so every completion runs full length
+        loaded.tokenizer.eos_token = loaded.tokenizer.bos_token
+        for model in (loaded.model, loaded.sampler):
+            if model is not None:
+                model.generation_config.eos_token_id = loaded.tokenizer.bos_token_id
     return statistics.median(train_step_seconds(config, loaded)[warmup:])
 
 
@@ -74,6 +77,12 @@ def table(title: str, header: str, rows: list[tuple[str, float]]) -> None:
         print(f"| {name} | {sec:.3f} | {sec / rows[0][1]:.2f} |", flush=True)
 
 
+def lengths(warmup: int, steps: int) -> None:
+    table("Step time against completion length (G = 8, every completion full length)",
+          "new tokens", [(str(t), step_time(warmup, steps, never_stop=True, max_new_tokens=t))
+                         for t in (10, 20, 40)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12)
@@ -85,9 +94,7 @@ def main() -> None:
           f"after {w} warm-up")
     table("Step time against G (16 prompts, at most 10 new tokens)", "G",
           [(str(g), step_time(w, s, group_size=g)) for g in (4, 8, 16, 32)])
-    table("Step time against completion length (G = 8, every completion full length)",
-          "new tokens", [(str(t), step_time(w, s, never_stop=True, max_new_tokens=t))
-                         for t in (10, 20, 40)])
+    lengths(w, s)
     with tempfile.TemporaryDirectory() as big:
         sizes = [("embedded, 1.05 M", step_time(w, s)),
                  ("random, 9.8 M", step_time(w, s, model=ten_times_bigger(big)))]

@@ -8,7 +8,9 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from core.config import RunConfig
 from core.formats import COMPACT
+from core.modeling import LoadedModel, load_policy
 from core.pretrain import build_tokenizer
 from core.rollout import Rollout, answer_probability, grade, span_confidence
 from core.tasks import TASKS, Example
@@ -64,6 +66,17 @@ def test_span_confidence_is_mean_over_answer_tokens() -> None:
     assert math.isnan(s[1].item())
 
 
+def trained_looking_policy(config: RunConfig | None = None, seed: int = 1) -> LoadedModel:
+    """The policy with a non-zero adapter: LoRA's B starts at zero, so perturb it."""
+    loaded = load_policy(config or RunConfig(threads=1))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in loaded.model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    return loaded
+
+
 def test_sampling_logprobs_match_a_scoring_pass() -> None:
     """Evaluation trusts the log-probs kept while sampling; they equal a fresh forward pass."""
     from core.config import RunConfig
@@ -86,13 +99,8 @@ def test_merged_sampler_is_the_policy_and_leaves_the_base_alone() -> None:
     from core.modeling import load_policy
     from core.rollout import sample, score_tokens
 
-    loaded = load_policy(RunConfig(threads=1))
+    loaded = trained_looking_policy()
     base_before = {n: p.clone() for n, p in loaded.model.named_parameters() if "lora" not in n}
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # a trained-looking adapter: B starts at zero, so perturb it
-        for n, p in loaded.model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
     sampler = loaded.sampling_model()
     assert sampler is not loaded.model
     torch.manual_seed(0)
@@ -114,15 +122,9 @@ def test_merged_sampler_is_the_policy_and_leaves_the_base_alone() -> None:
 
 def test_shared_prefix_scoring_equals_full_rows_with_gradients() -> None:
     """Scoring each prompt once and repeating its KV cache changes neither values nor grads."""
-    from core.config import RunConfig
-    from core.modeling import load_policy
     from core.rollout import position_ids, sample, score_tokens
 
-    loaded = load_policy(RunConfig(threads=1))
-    with torch.no_grad():
-        for n, p in loaded.model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    loaded = trained_looking_policy(seed=2)
     torch.manual_seed(0)
     r = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, TASKS["add"].eval_set(6),
                4, 1.0, 10)
@@ -184,16 +186,11 @@ def test_skipping_rows_without_advantage_gives_the_same_update(recipe, expected_
     from dataclasses import replace
 
     from core.config import RunConfig
-    from core.modeling import load_policy
     from core.recipes import RECIPES, RecipeBatch
     from core.rollout import sample, score_tokens, with_rows
 
     config = RunConfig(threads=1, recipe=recipe, group_size=4)
-    loaded = load_policy(config)
-    with torch.no_grad():
-        for n, p in loaded.model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(4)))
+    loaded = trained_looking_policy(config, seed=4)
     torch.manual_seed(0)
     r = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, TASKS["add"].eval_set(4),
                4, 1.0, 10)
@@ -210,7 +207,7 @@ def test_skipping_rows_without_advantage_gives_the_same_update(recipe, expected_
         loss.backward()
         grads = [p.grad.clone() for p in params]
         loaded.model.zero_grad(set_to_none=True)
-        return float(loss), grads
+        return float(loss.detach()), grads
 
     rows = RECIPES[recipe].rows_to_score(template, config)
     assert rows.view(4, 4)[:, 0].tolist() == expected_groups

@@ -191,7 +191,8 @@ TRAIN_LABELS = {"reward/mean": "reward (train)", "accuracy": "accuracy (train ba
                 "mean_length": "completion length (train)",
                 "confidence/verbalized": "stated confidence q (train)",
                 "confidence/answer_prob": "answer probability (train)",
-                "grad_norm": "gradient norm (train)", "seconds": "seconds per step"}
+                "grad_norm": "gradient norm (train)", "seconds": "seconds per step",
+                "rows_scored": "share of rows with advantage (train)"}
 EVAL_LABELS = {"accuracy": "accuracy (held-out, sampled)",
                "greedy_accuracy": "greedy accuracy (held-out, T = 0)",
                "format_rate": "format rate (held-out)",
