@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from core import metrics
 from core.config import RunConfig
 from core.formats import PromptFormat
-from core.rollout import answer_probability, grade, sample
+from core.rollout import answer_probability, grade, sample_in_slices
 from core.tasks import Example, Task
 
 SIGNALS = ("verbalized", "answer_prob", "consistency")
@@ -45,20 +45,14 @@ class _Samples:
 def _draw(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,
           task: Task, examples: list[Example], n: int, temperature: float | None,
           max_new_tokens: int, max_rows: int = 0) -> _Samples:
-    chunk = max(1, (max_rows or MAX_ROWS_PER_GENERATE) // n)
-    parts: list[_Samples] = []
-    for i in range(0, len(examples), chunk):
-        rollout = sample(model, tokenizer, fmt, examples[i:i + chunk], n, temperature,
-                         max_new_tokens)
-        graded = grade(rollout, fmt, task, tokenizer)
-        parts.append(_Samples(
-            graded.correct.numpy(), graded.confidence.double().numpy().round(6),
-            answer_probability(rollout.logprobs, graded.answer_mask).float().cpu().numpy(),
-            graded.well_formed.numpy(), rollout.completion_mask.sum(-1).cpu().numpy(),
-            graded.answers, rollout.texts))
-    return _Samples(*(np.concatenate([getattr(p, f) for p in parts])
-                      for f in ("correct", "verbalized", "answer_prob", "well_formed", "length")),
-                    [a for p in parts for a in p.answers], [t for p in parts for t in p.texts])
+    rollout = sample_in_slices(model, tokenizer, fmt, examples, n, temperature, max_new_tokens,
+                               max_rows or MAX_ROWS_PER_GENERATE)
+    graded = grade(rollout, fmt, task, tokenizer)
+    return _Samples(
+        graded.correct.numpy(), graded.confidence.double().numpy().round(6),
+        answer_probability(rollout.logprobs, graded.answer_mask).float().cpu().numpy(),
+        graded.well_formed.numpy(), rollout.completion_mask.sum(-1).cpu().numpy(),
+        graded.answers, rollout.texts)
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,

@@ -104,7 +104,8 @@ class LoadedModel:
     prompt_format: PromptFormat
     device: torch.device
     sampler: PreTrainedModel | None = None  # plain copy for generation; None: use `model`
-    _merge_pairs: list[tuple[torch.nn.Module, torch.nn.Module]] = field(default_factory=list)
+    # (plain linear in the sampler, LoRA layer in the policy) for every adapted layer
+    merge_pairs: list[tuple[torch.nn.Module, torch.nn.Module]] = field(default_factory=list)
 
     def sampling_model(self) -> PreTrainedModel:
         """The current policy as a plain model, for generation only (no gradients).
@@ -117,7 +118,7 @@ class LoadedModel:
         if self.sampler is None:
             return self.model
         with torch.no_grad():
-            for plain, lora in self._merge_pairs:
+            for plain, lora in self.merge_pairs:
                 plain.weight.copy_(lora.base_layer.weight + lora.get_delta_weight("default"))
         return self.sampler
 
@@ -176,10 +177,8 @@ def load_policy(config: RunConfig) -> LoadedModel:
     if config.gradient_checkpointing:
         enable_checkpointing(base)
     model = get_peft_model(base, lora).to(device)
-    loaded = LoadedModel(model, tokenizer, fmt, device, sampler)
-    if sampler is not None:
-        loaded._merge_pairs = _pair_adapted_layers(model, sampler)
-    return loaded
+    pairs = _pair_adapted_layers(model, sampler) if sampler is not None else []
+    return LoadedModel(model, tokenizer, fmt, device, sampler, pairs)
 
 
 def _pair_adapted_layers(model: PeftModel, sampler: PreTrainedModel

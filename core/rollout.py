@@ -156,7 +156,7 @@ def _shared_prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
     out = model(input_ids=prompt_ids[:, :-1], attention_mask=prompt_mask[:, :-1],
                 position_ids=position_ids(prompt_mask)[:, :-1], use_cache=True,
                 logits_to_keep=1)
-    out.cache.batch_repeat_interleave(samples)  # [P, ...] -> [B, ...]
+    out.cache.batch_repeat_interleave(samples)  # [P, ...] -> [B, ...], differentiable
     return out.cache
 
 
@@ -261,30 +261,27 @@ def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool 
 
 
 def _completion_logits(model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
-    """Logits that predict each completion token y_1 .. y_T: [B, T, V]."""
+    """Logits that predict each completion token y_1 .. y_T: [B, T, V].
+
+    Each prompt's cache comes from `_shared_prompt_cache`, as in sampling; one more pass then
+    runs the last prompt token and y_1 .. y_T-1 over it, and the gradient reaches the LoRA
+    weights through the shared prefix too.
+    """
     g, w = rollout.samples, rollout.prompt_width
-    t = rollout.completion_ids.shape[1]
-    positions = position_ids(rollout.attention_mask)  # [B, W + T]
+    end = w + rollout.completion_ids.shape[1] - 1  # y_T predicts nothing
     # Activation checkpointing re-runs each layer in the backward pass, and the re-run would
     # append the completions' keys to the shared cache a second time: score full rows then.
     recomputes = torch.is_grad_enabled() and any(
         getattr(m, "gradient_checkpointing", False) and m.training for m in model.modules())
-    if g == 1 or recomputes:
-        out = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-                    position_ids=positions, logits_to_keep=t + 1)
-        return out.logits[:, :-1]  # [B, T, V]
-    prefix = model(input_ids=rollout.input_ids[::g, :w], position_ids=positions[::g, :w],
-                   attention_mask=rollout.attention_mask[::g, :w], use_cache=True,
-                   logits_to_keep=1)
-    logits = prefix.logits.repeat_interleave(g, dim=0)  # [B, 1, V] predicts y_1
-    if t == 1:
-        return logits
-    cache = prefix.cache
-    cache.batch_repeat_interleave(g)  # [P, ...] -> [B, ...], differentiable
-    rest = model(input_ids=rollout.input_ids[:, w:w + t - 1], cache=cache, use_cache=True,
-                 attention_mask=rollout.attention_mask[:, :w + t - 1],
-                 position_ids=positions[:, w:w + t - 1])
-    return torch.cat([logits, rest.logits], dim=1)  # [B, T, V]
+    cache = None if recomputes else _shared_prompt_cache(
+        model, rollout.input_ids[::g, :w], rollout.attention_mask[::g, :w], g)
+    start = 0 if cache is None else cache.get_seq_length()
+    out = model(input_ids=rollout.input_ids[:, start:end],
+                attention_mask=rollout.attention_mask[:, :end],
+                position_ids=position_ids(rollout.attention_mask)[:, start:end],
+                cache=cache, use_cache=cache is not None,
+                logits_to_keep=end - w + 1)
+    return out.logits  # [B, T, V]
 
 
 def answer_probability(logprobs: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
