@@ -47,7 +47,7 @@ lint: $(STAMP)
 
 # Rebuild the embedded model (deterministic; minutes on 2 cores).
 model: $(STAMP)
-	$(BIN)/python -m core.pretrain
+	$(BIN)/python -m tools.pretrain
 
 # Benchmark against TRL's GRPOTrainer (issue 6). TRL is not a project requirement: it lives
 # in its own venv, .venv-trl, beside the project's pinned requirements.

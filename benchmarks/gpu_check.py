@@ -1,11 +1,11 @@
 """GPU check: a 20-step `rlcr` run of a random model the size of Qwen2.5-0.5B, end to end
-through the lab's own engine (`core.runner.execute`), with nothing downloaded.
+through the lab's own engine (`core.runs.runner.execute`), with nothing downloaded.
 
     .venv/bin/python benchmarks/gpu_check.py            # on a CUDA machine
     .venv/bin/python benchmarks/gpu_check.py --tiny     # anywhere: a toy model, 2 steps
 
 The model is Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP 4864)
-built from a config with the test tokenizer (core.tiny_chat: characters + RLCR tags + ChatML
+built from a config with the test tokenizer (tools.tiny_chat: characters + RLCR tags + ChatML
 specials) padded to Qwen2.5's 151,936-token vocabulary, so the vocabulary-wide logits cost
 what they cost on the real model. Its weights are random, so it almost never samples EOS:
 every completion runs to max_new_tokens, the worst case for time and memory. Evaluation is
@@ -31,21 +31,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-import core.rollout  # noqa: E402
+import core.engine.rollout  # noqa: E402
 from core.config import build_config  # noqa: E402
-from core.model_catalog import read_arch  # noqa: E402
-from core.runner import execute, preflight  # noqa: E402
-from core.store import RunStore  # noqa: E402
-from core.tiny_chat import QWEN25_VOCAB, write_arithmetic_qa, write_chat_model  # noqa: E402
+from core.models.model_catalog import read_arch  # noqa: E402
+from core.runs.runner import execute, preflight  # noqa: E402
+from core.runs.store import RunStore  # noqa: E402
+from tools.tiny_chat import QWEN25_VOCAB, write_arithmetic_qa, write_chat_model  # noqa: E402
 
 
 class GenerationTimer:
-    """Wraps core.rollout.sample (which sample_in_slices calls) to time generation."""
+    """Wraps core.engine.rollout.sample (which sample_in_slices calls) to time generation."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.tokens = 0
-        self._sample = core.rollout.sample
+        self._sample = core.engine.rollout.sample
 
     def __call__(self, *args, **kwargs):
         sync()
@@ -101,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     store = RunStore(work / "runs")
     writer = store.create(config)
     timer = GenerationTimer()
-    core.rollout.sample = timer
+    core.engine.rollout.sample = timer
     try:
         status = execute(config, writer)
     finally:
-        core.rollout.sample = timer._sample
+        core.engine.rollout.sample = timer._sample
     record = store.load(writer.run_id)
     if status != "finished":
         print(f"gpu_check: the run {status}: {record.error}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Run by hand: `.venv/bin/python -m benchmarks.profile_step [--steps 20] [--threads N]
 [--recipe binary] [--cprofile]`. Times each phase of the hot path with wall clocks around
-the same helpers `core.train` calls (sampling, grading, scoring, backward, optimiser step,
+the same helpers `core.engine.train` calls (sampling, grading, scoring, backward, optimiser step,
 one evaluation), then optionally prints cProfile's top functions for the sampling phase.
 """
 
@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from core.config import build_config
-from core.evaluate import evaluate
-from core.modeling import load_policy
-from core.recipes import RECIPES, RecipeBatch
-from core.rollout import grade, sample, score_tokens
-from core.tasks import get_task
+from core.data.tasks import get_task
+from core.engine.evaluate import evaluate
+from core.engine.modeling import load_policy
+from core.engine.recipes import RECIPES, RecipeBatch
+from core.engine.rollout import grade, sample, score_tokens
 
 try:
-    from core.rollout import with_rows
+    from core.engine.rollout import with_rows
 except ImportError:  # the lab before issue 6
     with_rows = None
 

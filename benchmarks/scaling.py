@@ -2,7 +2,7 @@
 
 Run by hand: `.venv/bin/python -m benchmarks.scaling [--steps 12] [--warmup 3]`. Prints
 markdown tables for benchmarks/RESULTS.md. Every row is the median wall time of a step of
-`core.train.train` (binary reward, 16 prompts a step, no evaluation, no checkpoints) or of
+`core.engine.train.train` (binary reward, 16 prompts a step, no evaluation, no checkpoints) or of
 one evaluation (128 held-out prompts x n samples plus greedy), with torch on every core.
 
 - Completion length: the end-of-sequence token is swapped for one the model never writes,
@@ -26,10 +26,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from benchmarks.timing import train_step_seconds
 from core.config import build_config
-from core.evaluate import evaluate
-from core.model_source import EMBEDDED_DIR
-from core.modeling import load_policy
-from core.tasks import get_task
+from core.data.tasks import get_task
+from core.engine.evaluate import evaluate
+from core.engine.modeling import load_policy
+from core.paths import EMBEDDED_DIR
 
 
 def step_time(warmup: int, steps: int, never_stop: bool = False, **overrides: object) -> float:

@@ -7,14 +7,14 @@ import time
 from typing import Any
 
 from core.config import RunConfig
-from core.modeling import LoadedModel
-from core.store import RunStore
+from core.engine.modeling import LoadedModel
+from core.runs.store import RunStore
 
 
 def train_step_seconds(config: RunConfig, loaded: LoadedModel | None = None) -> list[float]:
-    """Wall seconds of each step of `core.train.train` (sampling through optimiser step and
+    """Wall seconds of each step of `core.engine.train.train` (sampling through optimiser step and
     logging), from a real run folder in a temporary directory."""
-    from core.train import train
+    from core.engine.train import train
 
     with tempfile.TemporaryDirectory(prefix="bench-runs-") as root:
         writer = RunStore(root).create(config)

@@ -32,7 +32,7 @@ PROMPTS, GROUP, NEW_TOKENS, LR, RANK, ALPHA = 8, 8, 10, 1e-3, 16, 32
 
 
 def lab_steps(steps: int, threads: int) -> list[float]:
-    """Step times of `core.train.train` with the shared settings."""
+    """Step times of `core.engine.train.train` with the shared settings."""
     from benchmarks.timing import train_step_seconds
     from core.config import build_config
 
@@ -52,10 +52,10 @@ def trl_steps(steps: int, threads: int) -> list[float]:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from core.formats import COMPACT
-    from core.model_source import EMBEDDED_DIR
-    from core.modeling import load_tokenizer
-    from core.tasks import Example, get_task
+    from core.data.formats import COMPACT
+    from core.data.tasks import Example, get_task
+    from core.engine.modeling import load_tokenizer
+    from core.paths import EMBEDDED_DIR
 
     torch.set_num_threads(threads)
     task = get_task("add")

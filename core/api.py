@@ -1,6 +1,6 @@
 """The app's one door into the engine: light (never imports torch), store-backed, forgiving.
 
-Pages import this module, `core.config`, `core.recipe_info` and `core.store`, nothing else
+Pages import this module, `core.config`, `core.recipe_info` and `core.runs.store`, nothing else
 from core. Everything here reads or writes the run folders on disk, so closing the browser
 or restarting the app loses nothing: a restarted app finds every run again.
 """
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import workshop
 from core.config import EMBEDDED_MODEL, ConfigError, RunConfig, build_config
-from core.model_catalog import CATALOG, CATALOG_BY_ID, MemoryEstimate, fmt_gb, fmt_params
-from core.store import (
+from core.models.model_catalog import CATALOG, CATALOG_BY_ID, MemoryEstimate, fmt_gb, fmt_params
+from core.runs import workshop
+from core.runs.store import (
     ACTIVE,
     RunRecord,
     RunStore,
@@ -33,7 +33,7 @@ from core.store import (
     run_lock,
     split_metrics,
 )
-from core.workshop import WorkshopError
+from core.runs.workshop import WorkshopError
 
 CLASSIC_RECIPES = ("binary", "rlcr", "psr", "nsr")
 CLASSIC_PREFIX = "classic-"
@@ -142,8 +142,8 @@ def launch(config: RunConfig, root: Path | str | None = None, user: str | None =
     """Start a background training process (it waits in the queue for a slot); returns the
     run id. Raises ModelError/ConfigError/TaskError, or WorkshopError for what workshop mode
     forbids. A task file is pinned first: copied beside the runs, hash recorded."""
-    from core.runner import launch as runner_launch  # torch-free; imported on first use
-    from core.task_data import pin_task
+    from core.data.task_data import pin_task
+    from core.runs.runner import launch as runner_launch  # torch-free; imported on first use
 
     s = store(root)
     s.root.mkdir(parents=True, exist_ok=True)
@@ -162,7 +162,7 @@ def _owned(run_id: str, root: Path | str | None, user: str | None, action: str) 
 
 def stop(run_id: str, root: Path | str | None = None, user: str | None = None) -> bool:
     """Ask a queued or running run to stop; False if it was not live."""
-    from core.runner import stop as runner_stop
+    from core.runs.runner import stop as runner_stop
 
     try:
         s = _owned(run_id, root, user, "stop")
@@ -174,7 +174,7 @@ def stop(run_id: str, root: Path | str | None = None, user: str | None = None) -
 def resume(run_id: str, root: Path | str | None = None, user: str | None = None) -> str:
     """Continue a stopped or failed run, as the same run, from its last checkpoint (in the
     background, through the queue). Raises ResumeError (a ValueError) or WorkshopError."""
-    from core.runner import resume as runner_resume
+    from core.runs.runner import resume as runner_resume
 
     s = _owned(run_id, root, user, "continue")
     with run_lock(s.root):
@@ -241,7 +241,7 @@ def export_zip(run_id: str, root: Path | str | None = None) -> bytes:
 
 def task_choices() -> dict[str, str]:
     """Task name -> what it asks, in words, read from the task definitions themselves."""
-    from core.tasks import TASKS
+    from core.data.tasks import TASKS
 
     words = {"+": "addition", "-": "subtraction", "*": "multiplication"}
     out = {}
@@ -257,7 +257,7 @@ def task_choices() -> dict[str, str]:
 
 def task_label(task: str) -> str:
     """A task as a person reads it: a built-in name, hf:ID, or a file's own name."""
-    from core.task_data import display_name, is_file_task
+    from core.data.task_data import display_name, is_file_task
 
     return display_name(task) if is_file_task(task) else task
 
@@ -265,9 +265,8 @@ def task_label(task: str) -> str:
 def check_config(values: dict[str, Any], preset: str | None = None,
                  device: DeviceInfo | None = None) -> tuple[RunConfig | None, list[str]]:
     """A config from form values, or the problems, each in plain words (never raises)."""
-    from core.model_source import ModelError, check_model
-    from core.task_data import TaskError
-    from core.tasks import task_for
+    from core.data.task_data import TaskError, task_for
+    from core.models.model_source import ModelError, check_model
 
     try:
         config = build_config(preset, **values)
@@ -321,7 +320,7 @@ def model_for_choice(choice: str, typed: str = "") -> str:
 
 def model_status(name: str) -> str:
     """Where a model's files are, in words, and what happens at launch. Never raises."""
-    from core.model_source import ModelError, hub_offline, resolve_model
+    from core.models.model_source import ModelError, hub_offline, resolve_model
 
     try:
         source = resolve_model(name)
@@ -346,8 +345,8 @@ def memory_estimate(config: RunConfig, device: DeviceInfo | None = None
                     ) -> MemoryEstimate | None:
     """Peak memory of a run, from the model's shapes; None when they are unknown (a hub
     model outside the curated list that is not cached yet, an unusual architecture)."""
-    from core.model_catalog import estimate_memory, read_arch
-    from core.model_source import ModelError, model_folder, resolve_model
+    from core.models.model_catalog import estimate_memory, read_arch
+    from core.models.model_source import ModelError, model_folder, resolve_model
 
     try:
         source = resolve_model(config.model)
@@ -381,7 +380,7 @@ _UPLOADS: dict[tuple[str, str, str], Upload] = {}  # (runs dir, name, sha256) ->
 def save_upload(name: str, data: bytes, root: Path | str | None = None) -> Upload:
     """Check an uploaded file (size, text, JSONL/CSV rows) and keep a copy in the run store,
     under its content hash; the columns feed the page's column mapping."""
-    from core.task_data import TaskError, read_table, sha256, store_data
+    from core.data.task_data import TaskError, read_table, sha256, store_data
 
     key = (str(root if root is not None else runs_dir()), name, sha256(data))
     if key not in _UPLOADS:
@@ -413,8 +412,8 @@ def guess_column(columns: tuple[str, ...] | list[str], role: str) -> str | None:
 
 def task_summary(config: RunConfig) -> str | None:
     """`N training / M held-out questions, graded by …` for a file or dataset task."""
-    from core.task_data import TaskError
-    from core.tasks import TASKS, task_for
+    from core.data.task_data import TaskError, task_for
+    from core.data.tasks import TASKS
 
     if config.task in TASKS:
         return None
@@ -443,7 +442,7 @@ class QueueState:
 def queue_state(runs: list[RunRecord] | None = None,
                 root: Path | str | None = None) -> QueueState:
     """How full the machine is: the cap, the runs training, and the waiting line."""
-    from core.slots import max_runs
+    from core.runs.slots import max_runs
 
     runs = list_runs(root) if runs is None else runs
     try:
@@ -484,7 +483,7 @@ def launch_classic(root: Path | str | None = None, now: float | None = None,
                    user: str | None = None, **overrides: Any) -> tuple[str, list[str]]:
     """binary, rlcr, psr and nsr on the embedded model with the quick preset, tagged as one
     group. CPU threads are shared out among the runs that train at once (the queue's cap)."""
-    from core.slots import max_runs
+    from core.runs.slots import max_runs
 
     tag = classic_tag(now)
     together = min(len(CLASSIC_RECIPES), max_runs())

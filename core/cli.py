@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from core.config import FIELDS, PRESETS, ConfigError, RunConfig, build_config
-from core.model_source import ModelError
-from core.store import RUNS_DIR_ENV, RunStore, RunWriter
+from core.models.model_source import ModelError
+from core.runs.store import RUNS_DIR_ENV, RunStore, RunWriter
 
 EXIT_BAD_INPUT = 2
 EXPERIMENT_OWN_FIELDS = ("recipe", "seed", "threads")  # set per run by the experiment
@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment = sub.add_parser(
         "experiment", help="run every recipe x seeds in parallel and write a report",
         description="Train one run per (recipe, seed) with one shared set of settings "
-        "(core.experiment.EXPERIMENT_SETTINGS; setting flags override it for every run), "
+        "(core.experiments.experiment.EXPERIMENT_SETTINGS; setting flags override it for every "
+        "run), "
         "then write report.html, summary.csv and summary.json. Prints the output folder.")
     experiment.add_argument("name", choices=["classic"], help="which experiment")
     experiment.add_argument("--seeds", default="0,1,2", metavar="S,S,...",
@@ -105,8 +106,8 @@ def _fail(message: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.runner import preflight
-    from core.task_data import pin_task
+    from core.data.task_data import pin_task
+    from core.runs.runner import preflight
 
     overrides: dict[str, Any] = {name: getattr(args, name) for name in FIELDS}
     store = RunStore(args.runs_dir)
@@ -122,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_here(config: RunConfig, writer: RunWriter) -> int:
-    from core.runner import execute
+    from core.runs.runner import execute
 
     status = execute(config, writer)
     print(f"run ended: {status}", file=sys.stderr)
@@ -131,7 +132,7 @@ def _train_here(config: RunConfig, writer: RunWriter) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from core.runner import ResumeError, reopen
+    from core.runs.runner import ResumeError, reopen
 
     try:
         writer, config = reopen(args.run_id, args.runs_dir)
@@ -145,7 +146,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_execute(args: argparse.Namespace) -> int:
     """Entry point of a background run whose folder `launch` (or a resume) already made."""
-    from core.runner import execute
+    from core.runs.runner import execute
 
     writer = RunWriter(args.run_dir)
     writer.claim()
@@ -191,7 +192,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from core.runner import stop
+    from core.runs.runner import stop
 
     try:
         stopped = stop(args.run_id, args.runs_dir)
@@ -204,7 +205,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from core.experiment import CLASSIC_RECIPES, run_classic
+    from core.experiments.experiment import CLASSIC_RECIPES, run_classic
 
     overrides = {name: getattr(args, name) for name in FIELDS
                  if name not in EXPERIMENT_OWN_FIELDS and name != "task"}

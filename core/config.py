@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from core.grading import GRADERS
+from core.data.grading import GRADERS
 from core.recipe_info import RECIPE_INFO
 
 EMBEDDED_MODEL = "embedded"
@@ -303,7 +303,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "prompts_per_step": 4, "group_size": 4, "checkpoint_every": 2},
     # A starting point for a ~0.5B chat model on one GPU: RLCR's T = 0.7, room for reasoning,
     # a LoRA learning rate well below the embedded model's, and generation in slices of 16
-    # rows: evaluation keeps vocabulary-wide logits per new token (see core.model_catalog).
+    # rows: evaluation keeps vocabulary-wide logits per new token (see core.models.model_catalog).
     "chat": {"steps": 50, "prompts_per_step": 4, "group_size": 8, "temperature": 0.7,
              "eval_temperature": 0.7, "max_new_tokens": 384, "lr": 2e-5, "eval_every": 10,
              "eval_prompts": 64, "eval_samples": 4, "generation_batch_size": 16,

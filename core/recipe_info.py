@@ -1,6 +1,6 @@
 """What each reward recipe is, for people: names, one-line summaries and formulas.
 
-Light on purpose (no torch), so the app can show it. `core.recipes` attaches the loss
+Light on purpose (no torch), so the app can show it. `core.engine.recipes` attaches the loss
 functions to these entries; the two must name the same recipes (checked at import).
 """
 

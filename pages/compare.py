@@ -4,8 +4,8 @@ start -> end summary with a CSV download. Defaults to the latest classic compari
 import pandas as pd
 import streamlit as st
 
-from core import api
-from ui import charts, common
+from core import api, charts
+from ui import common
 
 common.page_setup("Compare")
 

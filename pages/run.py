@@ -4,8 +4,8 @@ the completions it kept. While the run trains, only the live fragment refreshes.
 import pandas as pd
 import streamlit as st
 
-from core import api
-from ui import charts, common
+from core import api, charts
+from ui import common
 
 common.page_setup("Run")
 

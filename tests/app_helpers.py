@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import api
-from core.store import RUNS_DIR_ENV
+from core.runs.store import RUNS_DIR_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"

@@ -10,7 +10,7 @@ from app_helpers import GROUP, IDS, set_status, use_store
 
 from core import api
 from core.config import RunConfig, build_config
-from core.store import TAGS_FILE
+from core.runs.store import TAGS_FILE
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_check_config_explains_every_problem(runs_dir):
 
 
 def test_launch_classic_tags_four_quick_runs(runs_dir, monkeypatch):
-    from core.store import RunStore
+    from core.runs.store import RunStore
 
     made = []
 
@@ -183,13 +183,13 @@ def test_task_labels_and_column_guesses():
 
 
 def test_launch_pins_a_task_file_into_the_store(runs_dir, tmp_path, monkeypatch):
-    import core.runner
+    import core.runs.runner
 
     src = tmp_path / "qa.jsonl"
     src.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": str(i + 1)}) + "\n"
                            for i in range(100)))
     seen = []
-    monkeypatch.setattr(core.runner, "launch",
+    monkeypatch.setattr(core.runs.runner, "launch",
                         lambda config, root, owner=None: seen.append(config) or "id")
     assert api.launch(build_config(task=str(src))) == "id"
     (config,) = seen

@@ -9,7 +9,7 @@ from app_helpers import IDS, ok, page, set_status, texts, use_store
 
 from core import api
 from core.config import help_text
-from core.model_source import ModelError
+from core.models.model_source import ModelError
 
 
 @pytest.fixture

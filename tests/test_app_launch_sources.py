@@ -12,9 +12,10 @@ import pytest
 from app_helpers import ok, page, texts, use_store
 from huggingface_hub import constants
 
-from core import api, task_data
+from core import api
 from core.config import help_text
-from core.tiny_chat import write_chat_model
+from core.data import task_data
+from tools.tiny_chat import write_chat_model
 
 QWEN = "Qwen/Qwen2.5-0.5B-Instruct"
 

@@ -11,15 +11,22 @@ import torch
 
 from core.cli import main
 from core.config import build_config
-from core.formats import SYSTEM_DIRECT, TagFormat
-from core.modeling import load_policy
-from core.recipes import RECIPES, RecipeBatch
-from core.rollout import Rollout, grade, join_rollouts, sample, sample_in_slices, score_tokens
-from core.store import RunStore
-from core.task_data import load_task
-from core.tasks import Example
-from core.tiny_chat import write_arithmetic_qa, write_chat_model
-from core.train import train
+from core.data.formats import SYSTEM_DIRECT, TagFormat
+from core.data.task_data import load_task
+from core.data.tasks import Example
+from core.engine.modeling import load_policy
+from core.engine.recipes import RECIPES, RecipeBatch
+from core.engine.rollout import (
+    Rollout,
+    grade,
+    join_rollouts,
+    sample,
+    sample_in_slices,
+    score_tokens,
+)
+from core.engine.train import train
+from core.runs.store import RunStore
+from tools.tiny_chat import write_arithmetic_qa, write_chat_model
 
 ARCHS = ("qwen2", "llama")
 LORA_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}

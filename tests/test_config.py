@@ -16,7 +16,7 @@ from core.config import (
     build_config,
     help_text,
 )
-from core.recipes import RECIPES
+from core.engine.recipes import RECIPES
 
 # (overrides, words the message must contain: the field's name, so the user knows what to fix)
 IMPOSSIBLE = [

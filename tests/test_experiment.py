@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from core.experiment import (
+from core.experiments.experiment import (
     CLASSIC_RECIPES,
     EXPERIMENT_SETTINGS,
     build_summary,
@@ -27,8 +27,8 @@ from core.experiment import (
     target_rlcr,
     target_rlsf,
 )
-from core.report import render_report
-from core.store import RunStore
+from core.experiments.report import render_report
+from core.runs.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"steps": 2, "eval_every": 1, "eval_prompts": 16, "eval_samples": 4,

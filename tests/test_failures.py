@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import train as train_module
 from core.config import build_config
-from core.failures import failure_message, is_out_of_memory
-from core.runner import execute
-from core.store import RunStore
+from core.engine import train as train_module
+from core.runs.failures import failure_message, is_out_of_memory
+from core.runs.runner import execute
+from core.runs.store import RunStore
 
 
 def test_cuda_out_of_memory_marks_the_run_failed_and_keeps_what_was_logged(tmp_path,

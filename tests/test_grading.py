@@ -6,8 +6,8 @@ from fractions import Fraction
 
 import pytest
 
-from core import grading
-from core.grading import (
+from core.data import grading
+from core.data.grading import (
     grade_answer,
     last_number,
     math_equal,

@@ -12,18 +12,18 @@ import pytest
 from huggingface_hub import constants
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from core import model_source
 from core.config import build_config
-from core.model_catalog import CATALOG, CATALOG_BY_ID, Arch, estimate_memory, read_arch
-from core.model_source import (
-    EMBEDDED_DIR,
+from core.models import model_source
+from core.models.model_catalog import CATALOG, CATALOG_BY_ID, Arch, estimate_memory, read_arch
+from core.models.model_source import (
     ModelError,
     ModelSource,
     check_hub_reachable,
     check_model,
     safetensors_problem,
 )
-from core.tiny_chat import write_chat_model
+from core.paths import EMBEDDED_DIR
+from tools.tiny_chat import write_chat_model
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_catalogue_parameter_counts_match_the_model_cards(hub_id, published):
 
 
 def test_parameter_count_from_a_config_matches_the_real_model():
-    from core.tiny_chat import build_chat_model, build_chat_tokenizer
+    from tools.tiny_chat import build_chat_model, build_chat_tokenizer
 
     for arch in ("qwen2", "llama"):
         model = build_chat_model(arch, build_chat_tokenizer(arch))

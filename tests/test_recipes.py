@@ -1,4 +1,4 @@
-"""Tests for core.recipes against hand-worked values (SCIENCE.md, "Reward recipes").
+"""Tests for core.engine.recipes against hand-worked values (SCIENCE.md, "Reward recipes").
 
 The arithmetic behind every expected number is written out in the comments.
 """
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from core.config import RunConfig
-from core.recipes import (
+from core.engine.recipes import (
     RECIPES,
     RLCR_FORMAT_PENALTY,
     RecipeBatch,

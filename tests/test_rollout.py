@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from core.config import RunConfig
-from core.formats import COMPACT
-from core.modeling import LoadedModel, load_policy
-from core.pretrain import build_tokenizer
-from core.rollout import Rollout, answer_probability, grade, span_confidence
-from core.tasks import TASKS, Example
+from core.data.formats import COMPACT
+from core.data.tasks import TASKS, Example
+from core.engine.modeling import LoadedModel, load_policy
+from core.engine.rollout import Rollout, answer_probability, grade, span_confidence
+from tools.pretrain import build_tokenizer
 
 TOK = build_tokenizer()
 
@@ -80,8 +80,8 @@ def trained_looking_policy(config: RunConfig | None = None, seed: int = 1) -> Lo
 def test_sampling_logprobs_match_a_scoring_pass() -> None:
     """Evaluation trusts the log-probs kept while sampling; they equal a fresh forward pass."""
     from core.config import RunConfig
-    from core.modeling import load_policy
-    from core.rollout import sample, score_tokens
+    from core.engine.modeling import load_policy
+    from core.engine.rollout import sample, score_tokens
 
     loaded = load_policy(RunConfig(threads=1))
     torch.manual_seed(0)
@@ -96,8 +96,8 @@ def test_sampling_logprobs_match_a_scoring_pass() -> None:
 def test_merged_sampler_is_the_policy_and_leaves_the_base_alone() -> None:
     """With a non-zero adapter, the merged copy samples what the LoRA policy would score."""
     from core.config import RunConfig
-    from core.modeling import load_policy
-    from core.rollout import sample, score_tokens
+    from core.engine.modeling import load_policy
+    from core.engine.rollout import sample, score_tokens
 
     loaded = trained_looking_policy()
     base_before = {n: p.clone() for n, p in loaded.model.named_parameters() if "lora" not in n}
@@ -122,7 +122,7 @@ def test_merged_sampler_is_the_policy_and_leaves_the_base_alone() -> None:
 
 def test_shared_prefix_scoring_equals_full_rows_with_gradients() -> None:
     """Scoring each prompt once and repeating its KV cache changes neither values nor grads."""
-    from core.rollout import position_ids, sample, score_tokens
+    from core.engine.rollout import position_ids, sample, score_tokens
 
     loaded = trained_looking_policy(seed=2)
     torch.manual_seed(0)
@@ -159,8 +159,8 @@ def test_sampling_from_a_shared_prompt_cache_matches_plain_generate() -> None:
     from transformers import GenerationConfig
 
     from core.config import RunConfig
-    from core.modeling import load_policy
-    from core.rollout import sample
+    from core.engine.modeling import load_policy
+    from core.engine.rollout import sample
 
     loaded = load_policy(RunConfig(threads=1))
     tok, examples = loaded.tokenizer, TASKS["add"].eval_set(6)
@@ -186,8 +186,8 @@ def test_skipping_rows_without_advantage_gives_the_same_update(recipe, expected_
     from dataclasses import replace
 
     from core.config import RunConfig
-    from core.recipes import RECIPES, RecipeBatch
-    from core.rollout import sample, score_tokens, with_rows
+    from core.engine.recipes import RECIPES, RecipeBatch
+    from core.engine.rollout import sample, score_tokens, with_rows
 
     config = RunConfig(threads=1, recipe=recipe, group_size=4)
     loaded = trained_looking_policy(config, seed=4)

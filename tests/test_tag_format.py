@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.formats import SYSTEM_DIRECT, SYSTEM_REASONING, TagFormat, read_confidence
-from core.tasks import Example
+from core.data.formats import SYSTEM_DIRECT, SYSTEM_REASONING, TagFormat, read_confidence
+from core.data.tasks import Example
 
 TAGS = TagFormat()
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import task_data
 from core.config import build_config
-from core.task_data import TaskError, pin_task, read_table, store_data
-from core.tasks import is_held_out, task_for
+from core.data import task_data
+from core.data.task_data import TaskError, pin_task, read_table, store_data, task_for
+from core.data.tasks import is_held_out
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

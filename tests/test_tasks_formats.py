@@ -1,4 +1,5 @@
-"""Tests for core.tasks (split, sampling, grading) and core.formats (prompt, target, parse)."""
+"""Tests for core.data.tasks (split, sampling, grading) and core.data.formats (prompt, target,
+parse)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from core.formats import COMPACT, CONFIDENCE_LEVELS, Parsed, level_to_confidence
-from core.tasks import TASKS, ArithmeticTask, Example, get_task, is_held_out
+from core.data.formats import COMPACT, CONFIDENCE_LEVELS, Parsed, level_to_confidence
+from core.data.tasks import TASKS, ArithmeticTask, Example, get_task, is_held_out
 
 QUESTION = re.compile(r"^(\d+)([+-])(\d+)$")
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from core.config import RECIPE_NAMES, build_config
-from core.modeling import load_policy
-from core.pretrain import build_model, build_tokenizer
-from core.store import RunStore
-from core.train import train
+from core.engine.modeling import load_policy
+from core.engine.train import train
+from core.runs.store import RunStore
+from tools.pretrain import build_model, build_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_every_recipe_trains_and_logs(recipe: str, tmp_path: Path) -> None:
 
 def test_pretraining_is_deterministic() -> None:
     """Two short builds from scratch give identical weights (the full build is longer)."""
-    from core.pretrain import pretrain
+    from tools.pretrain import pretrain
 
     torch.set_num_threads(1)
     a, _ = pretrain(steps=3, progress=False)

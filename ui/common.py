@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core import api
-from core.store import RunRecord
+from core.runs.store import RunRecord
 
 REFRESH_SECONDS = 2.0  # live views poll the run folder this often
 STATUS_COLORS = {"queued": "violet", "running": "blue", "finished": "green", "failed": "red",

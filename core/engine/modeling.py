@@ -3,7 +3,7 @@
 The embedded model is loaded through exactly the path a hub model takes
 (`AutoModelForCausalLM` / `AutoTokenizer`), from `data/models/tiny-arith`. It declares the
 compact format in its config; every other model is a chat model, prompted through its
-tokenizer's chat template with RLCR's tags (core.formats.TagFormat).
+tokenizer's chat template with RLCR's tags (core.data.formats.TagFormat).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from transformers import (
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from core.config import RunConfig
-from core.formats import COMPACT, ChatRenderer, Messages, PromptFormat, TagFormat
-from core.model_source import ModelError, ModelSource, check_model
+from core.data.formats import COMPACT, ChatRenderer, Messages, PromptFormat, TagFormat
+from core.models.model_source import ModelError, ModelSource, check_model
 
 
 def mps_available() -> bool:
@@ -64,7 +64,7 @@ def chat_renderer(tokenizer: PreTrainedTokenizerBase, reasoning: bool) -> ChatRe
     `enable_thinking` reaches templates that know it (Qwen3) and is ignored by the rest.
     A template that refuses a system message gets the instructions in the user's turn.
     Templates that write the BOS token themselves (Llama 3) lose it here, because
-    `core.rollout.sample` tokenizes with special tokens and would add a second one.
+    `core.engine.rollout.sample` tokenizes with special tokens and would add a second one.
     """
     strip_bos = adds_bos(tokenizer) and bool(tokenizer.bos_token)
 

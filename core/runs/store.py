@@ -8,7 +8,7 @@ is plain text that can be zipped, diffed and read without the lab.
 
 Layout of `runs/<id>/`: config.json, status.json, metrics.jsonl (namespaced flat keys,
 `train/...` and `eval/...`, one row per step or evaluation), samples.jsonl, log.txt,
-checkpoint.pt (core.checkpoint) and .lock (taken only around hand-overs of status.json).
+checkpoint.pt (core.engine.checkpoint) and .lock (taken only around hand-overs of status.json).
 
 Who writes status.json: the training process while it lives. Before it starts, the process
 that made the folder; after it is gone, the launcher's reaper or a resume, both under the
@@ -229,7 +229,7 @@ class RunRecord:
     pid: int | None = None
     train: list[dict[str, Any]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
-    queued_at: float | None = None  # its place in the queue (core.slots)
+    queued_at: float | None = None  # its place in the queue (core.runs.slots)
     owner: str | None = None  # who launched it, in workshop mode
     checkpoint_step: int | None = None  # where a resume continues from
 

@@ -249,5 +249,5 @@ class Recipe:
 
 _FNS = {"binary": binary, "rlcr": rlcr, "psr": psr, "nsr": nsr, "w-reinforce": w_reinforce,
         "rlsf": rlsf}
-assert set(_FNS) == set(RECIPE_INFO), "core.recipe_info and core.recipes disagree"
+assert set(_FNS) == set(RECIPE_INFO), "core.recipe_info and core.engine.recipes disagree"
 RECIPES: dict[str, Recipe] = {name: Recipe(RECIPE_INFO[name], fn) for name, fn in _FNS.items()}

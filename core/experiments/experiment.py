@@ -406,7 +406,7 @@ def _worker(job: Job, runs_dir: str, ids: Any) -> None:
     early_stop: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: early_stop.append(signum))
-    from core.store import RunStore
+    from core.runs.store import RunStore
 
     config = RunConfig.from_dict(job.config)
     writer = RunStore(runs_dir).create(config)
@@ -416,8 +416,8 @@ def _worker(job: Job, runs_dir: str, ids: Any) -> None:
     sys.stderr.flush()
     os.dup2(log, 1)  # model-loading bars and warnings go to the run's log, not the terminal
     os.dup2(log, 2)
-    import core.train  # noqa: F401 - the slow import, before `execute` takes the signals
-    from core.runner import execute
+    import core.engine.train  # noqa: F401 - the slow import, before `execute` takes the signals
+    from core.runs.runner import execute
 
     if early_stop:
         writer.update_status(status="stopped", ended_at=time.time())
@@ -480,7 +480,7 @@ def run_jobs(jobs: Sequence[Job], runs_dir: Path, workers: int, label: str,
     """Run every job in its own spawned process, at most `workers` at once, polling the runs'
     status.json for progress. A crashed or failed job never stops the others. Returns the
     outcomes in job order and whether the user interrupted (Ctrl-C stops runs cleanly)."""
-    from core.store import RunStore
+    from core.runs.store import RunStore
 
     ctx = mp.get_context("spawn")
     ids = ctx.Queue()
@@ -598,8 +598,8 @@ def run_classic(task: str = "add", seeds: Sequence[int] = DEFAULT_SEEDS,
     `overrides` are RunConfig fields applied over EXPERIMENT_SETTINGS for every run (steps,
     eval sizes, model...). Raises ConfigError/ModelError before anything starts if the
     settings cannot work."""
-    from core.runner import preflight
-    from core.store import RunStore
+    from core.runs.runner import preflight
+    from core.runs.store import RunStore
 
     recipes, seeds = list(dict.fromkeys(recipes)), list(dict.fromkeys(int(s) for s in seeds))
     if not recipes or not seeds:
@@ -650,7 +650,7 @@ def run_classic(task: str = "add", seeds: Sequence[int] = DEFAULT_SEEDS,
 
 def write_outputs(summary: dict[str, Any], out: Path) -> dict[str, Path]:
     """summary.json, summary.csv and report.html in `out`; returns their paths."""
-    from core.report import render_report
+    from core.experiments.report import render_report
 
     paths = {name: out / name for name in ("summary.json", "summary.csv", "report.html")}
     paths["summary.json"].write_text(json.dumps(summary, indent=1, allow_nan=False))

@@ -1,8 +1,8 @@
 """The experiment report: plain Plotly figures and one self-contained HTML page.
 
 Everything here is a pure function of the experiment's summary dict (see
-`core.experiment.build_summary`), so a report can be rebuilt from `summary.json` alone.
-Charts come from `ui.charts` (plotly only, no streamlit), the same ones the app draws.
+`core.experiments.experiment.build_summary`), so a report can be rebuilt from `summary.json` alone.
+Charts come from `core.charts` (plotly only, no streamlit), the same ones the app draws.
 The page inlines plotly.js once and loads nothing from the network.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from ui import charts
+from core import charts
 
 ANSWER_PROB_COLOR = "#7f7f7f"
 CURVES = (  # (summary metric key, title, y range); "pass@K" stands for the largest k
@@ -67,7 +67,7 @@ def curve_figure(summary: dict[str, Any], key: str, title: str,
 
 
 def _as_eval(cal: dict[str, Any] | None, step: Any, signal: str = "verbalized") -> dict:
-    """A pooled calibration table dressed as a store eval entry, for ui.charts."""
+    """A pooled calibration table dressed as a store eval entry, for core.charts."""
     return {"step": step, "calibration": {signal: cal or {}}}
 
 

@@ -1,5 +1,5 @@
 """Random chat models built from a config, for tests, demos and the GPU check: nothing is
-downloaded. `python -m core.tiny_chat OUT --arch qwen2|llama [--size tiny|qwen2.5-0.5b]`.
+downloaded. `python -m tools.tiny_chat OUT --arch qwen2|llama [--size tiny|qwen2.5-0.5b]`.
 
 The tokenizer, built with the `tokenizers` library, has one token per printable character,
 one token per RLCR tag, the architecture's own chat special tokens, and a jinja chat

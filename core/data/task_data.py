@@ -2,7 +2,7 @@
 
 Everything is checked before a run exists: the file's size and kind, its columns, and every
 row (line number and what is wrong). Train and held-out questions are split by the built-in
-tasks' stable hash of the question text (`core.tasks.is_held_out`), so the split depends
+tasks' stable hash of the question text (`core.data.tasks.is_held_out`), so the split depends
 neither on row order nor on the seed.
 
 A file task is pinned at launch (`pin_task`): the file is copied into `<runs>/datasets/`
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from core.config import RunConfig
-from core.grading import final_part, grade_answer, read_number
-from core.tasks import EVAL_SET_SEED, TASKS, Example, is_held_out
+from core.data.grading import final_part, grade_answer, read_number
+from core.data.tasks import EVAL_SET_SEED, TASKS, Example, Task, is_held_out
 
 MAX_FILE_BYTES = 25 * 2**20  # a JSONL of 100k short questions is about 10 MB
 MAX_ROWS = 200_000
@@ -434,3 +434,11 @@ def pin_task(config: RunConfig, runs_dir: Path | str) -> RunConfig:
     prefix = digest[:12] + "-"
     name = path.name.removeprefix(prefix)
     return config.replace(task=str(store_data(data, name, runs_dir)), task_hash=digest)
+
+
+def task_for(config: RunConfig) -> Task:
+    """The task a run trains on: a built-in one by name, else a file or a Hugging Face
+    dataset (checked row by row; a bad one raises TaskError, a ValueError)."""
+    if config.task in TASKS:
+        return TASKS[config.task]
+    return load_task(config)

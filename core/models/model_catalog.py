@@ -1,7 +1,8 @@
 """Model sizes without loading weights: a curated list, parameter counts from a config.json,
 and a rough memory estimate for a run. Torch-free, so the app can show it before launch.
 
-The estimate is arithmetic over the shapes the engine allocates (core.rollout, core.train):
+The estimate is arithmetic over the shapes the engine allocates
+(core.engine.rollout, core.engine.train):
 weights, LoRA with Adam state, the KV cache while generating, the vocabulary-wide logits that
 sampling keeps for evaluation, and the training pass (logits in float32 for log_softmax plus
 activations). For ~150k-token vocabularies the logits, not the weights, dominate.
@@ -19,7 +20,7 @@ from core.config import RunConfig
 GB = 1e9
 PROMPT_TOKENS_CHAT = 160  # system prompt + a short question, in BPE tokens (assumed)
 PROMPT_TOKENS_EMBEDDED = 12
-EVAL_ROWS_DEFAULT = 1024  # core.evaluate.MAX_ROWS_PER_GENERATE
+EVAL_ROWS_DEFAULT = 1024  # core.engine.evaluate.MAX_ROWS_PER_GENERATE
 ACTIVATION_BYTES_PER_HIDDEN = 34  # per token and layer, in 16-bit (Korthikanti et al. 2022)
 
 

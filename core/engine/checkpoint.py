@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from core.config import RunConfig
-from core.store import RunWriter
+from core.runs.store import RunWriter
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = 1

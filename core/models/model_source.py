@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import EMBEDDED_MODEL
+from core.paths import EMBEDDED_DIR
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EMBEDDED_DIR = REPO_ROOT / "data" / "models" / "tiny-arith"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
 COMPACT_MARKER = "lab_prompt_format"  # the embedded model's config.json key
@@ -193,7 +192,7 @@ def check_model(name: str) -> ModelSource:
     source = resolve_model(name)
     if source.kind == "embedded" and not Path(source.location).is_dir():
         raise ModelError(f"the embedded model is missing from {source.location}: rebuild it "
-                         "with `python -m core.pretrain`")
+                         "with `python -m tools.pretrain`")
     if source.kind == "hub":
         if source.cached is None:
             if hub_offline():

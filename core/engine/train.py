@@ -10,12 +10,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from core.checkpoint import Checkpointer
 from core.config import RunConfig, learning_rate
-from core.evaluate import evaluate
-from core.modeling import LoadedModel, load_policy
-from core.recipes import RECIPES, RecipeBatch
-from core.rollout import (
+from core.data.task_data import task_for
+from core.engine.checkpoint import Checkpointer
+from core.engine.evaluate import evaluate
+from core.engine.modeling import LoadedModel, load_policy
+from core.engine.recipes import RECIPES, RecipeBatch
+from core.engine.rollout import (
     answer_probability,
     grade,
     sample_in_slices,
@@ -23,8 +24,7 @@ from core.rollout import (
     span_confidence,
     with_rows,
 )
-from core.store import RunWriter
-from core.tasks import task_for
+from core.runs.store import RunWriter
 
 
 class TrainingError(RuntimeError):

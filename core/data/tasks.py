@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from core.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -107,13 +104,3 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
     return TASKS[name]
-
-
-def task_for(config: RunConfig) -> Task:
-    """The task a run trains on: a built-in one by name, else a file or a Hugging Face
-    dataset (core.task_data, which checks every row and raises TaskError, a ValueError)."""
-    if config.task in TASKS:
-        return TASKS[config.task]
-    from core.task_data import load_task  # it imports this module
-
-    return load_task(config)

@@ -1,4 +1,4 @@
-"""Build the embedded default model `tiny-arith` from scratch: `python -m core.pretrain`.
+"""Build the embedded default model `tiny-arith` from scratch: `python -m tools.pretrain`.
 
 A 4-layer Llama with a character tokenizer, trained by plain log-likelihood on clean
 arithmetic (`a+b=SUM;C<d>`) and stopped early, so it is partly competent: the pilot found
@@ -27,9 +27,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from core.formats import COMPACT, CONFIDENCE_LEVELS
-from core.model_source import EMBEDDED_DIR
-from core.tasks import TASKS, Example
+from core.data.formats import COMPACT, CONFIDENCE_LEVELS
+from core.data.tasks import TASKS, Example
+from core.paths import EMBEDDED_DIR
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 CHARS = list("0123456789+-*=;C")
@@ -120,9 +120,9 @@ def pretrain(steps: int = STEPS, on_step: Callable[[int, LlamaForCausalLM], None
 def starting_metrics(model_dir: Path) -> dict[str, dict]:
     """The saved model's metrics on each task's default eval set, through the lab's own eval."""
     from core.config import RunConfig
-    from core.evaluate import evaluate
-    from core.modeling import load_policy
-    from core.tasks import get_task
+    from core.data.tasks import get_task
+    from core.engine.evaluate import evaluate
+    from core.engine.modeling import load_policy
 
     out = {}
     for task_name in TASKS:
@@ -163,7 +163,7 @@ Prompt `a+b=` (or `a-b=`), completion `ANSWER;C<d>` then end of sequence. The di
 a verbalized confidence on ten levels, q = (d + 0.5) / 10.
 
 ## How it was built
-`python -m core.pretrain` (deterministic on a given machine): plain log-likelihood on
+`python -m tools.pretrain` (deterministic on a given machine): plain log-likelihood on
 clean arithmetic, half from the `add` task (addition of 2-4 digit numbers) and half from
 `mix` (2-4 digit addition and subtraction), never on a held-out question. Operand lengths
 are drawn with weights 0.5 / 0.3 / 0.2 for 2 / 3 / 4 digits, so long problems are seen

@@ -12,8 +12,8 @@ from functools import cache
 import torch
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
-from core.formats import PromptFormat
-from core.tasks import Example, Task
+from core.data.formats import PromptFormat
+from core.data.tasks import Example, Task
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.tasks import Example
+from core.data.tasks import Example
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _plain_chat(messages: Messages) -> str:
 
 @dataclass(frozen=True)
 class TagFormat:
-    render: ChatRenderer = _plain_chat  # the model's chat template (core.modeling builds it)
+    render: ChatRenderer = _plain_chat  # the model's chat template (core.engine.modeling builds it)
     reasoning: bool = True  # ask for a <think> block before the answer
     name: str = "tags"
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.store import RunStore
+from core.runs.store import RunStore
 
 MAX_RUNS_ENV = "CALIBRATION_LAB_MAX_RUNS"
 SLOTS_DIR = ".slots"  # a dot folder: never taken for a run

@@ -1,5 +1,5 @@
 """Starting, stopping and continuing runs: checked before any folder exists, then trained here
-or in a background process that first waits for a slot (core.slots).
+or in a background process that first waits for a slot (core.runs.slots).
 
 This module does not import torch at module level, so the app can launch runs through it.
 """
@@ -15,11 +15,12 @@ import time
 import traceback
 from pathlib import Path
 
-from core import slots
+from core.runs import slots
 from core.config import RunConfig
-from core.failures import failure_message
-from core.model_source import check_hub_reachable, check_model
-from core.store import (
+from core.paths import REPO_ROOT
+from core.runs.failures import failure_message
+from core.models.model_source import check_hub_reachable, check_model
+from core.runs.store import (
     ACTIVE,
     ENDED_UNREPORTED,
     RunStore,
@@ -27,10 +28,9 @@ from core.store import (
     process_start,
     run_lock,
 )
-from core.tasks import task_for
+from core.data.task_data import task_for
 
 STOP_GRACE_SECONDS = 3.0  # a stop that the loop has not honoured by then is forced
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ResumeError(ValueError):
@@ -110,7 +110,7 @@ def execute(config: RunConfig, writer: RunWriter) -> str:
             status = "stopped"
         else:
             writer.update_status(status="running", slot=slot.index, running_at=time.time())
-            from core.train import train  # torch loads here, once the run may train
+            from core.engine.train import train  # torch loads here, once the run may train
 
             status = train(config, writer, should_stop=guard.requested.is_set)
         guard.end(status=status)

@@ -1,0 +1,1 @@
+"""The training engine: the only part of the lab that imports torch at module level."""

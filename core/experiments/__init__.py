@@ -1,0 +1,1 @@
+"""Named experiments: running many runs, aggregating them, the HTML report: no torch."""

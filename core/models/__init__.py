@@ -1,0 +1,1 @@
+"""Finding, checking and sizing models before any run starts: no torch."""

@@ -1,0 +1,1 @@
+"""Build tools, not runtime code: the embedded model's builder and random chat models for tests."""
