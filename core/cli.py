@@ -113,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     store = RunStore(args.runs_dir)
     try:
         config = build_config(args.preset, **overrides)
-        preflight(config)
+        preflight(config, store.root)
         config = pin_task(config, store.root)  # a task file is copied beside the runs
     except (ConfigError, ModelError, ValueError) as e:
         return _fail(str(e))
