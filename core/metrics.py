@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "SIGNALS",
     "CalibrationSummary",
     "ReliabilityBin",
     "auroc",
@@ -33,6 +34,10 @@ __all__ = [
     "pass_at_k",
     "reliability",
 ]
+
+# The confidence signals every evaluation measures, in the order the app offers them:
+# the stated q, the answer span's probability, and agreement among the n samples.
+SIGNALS = ("verbalized", "answer_prob", "consistency")
 
 
 # ---------------------------------------------------------------------------- Pass@k

@@ -22,7 +22,6 @@ from core.data.formats import PromptFormat
 from core.data.tasks import Example, Task
 from core.engine.rollout import answer_probability, grade, sample_in_slices
 
-SIGNALS = ("verbalized", "answer_prob", "consistency")
 MAX_ROWS_PER_GENERATE = 1024  # bounds memory on big models; the tiny model takes all at once
 
 

@@ -1,0 +1,292 @@
+"""Running a named experiment: its runs go through the same runner and queue as the app's.
+
+`run_experiment` builds one config per (recipe, seed) from the experiment's shared settings,
+checks them all before anything starts, launches them as ordinary background runs
+(`core.runs.runner.launch`: the slot queue caps how many train at once, across the app, the
+CLI and every experiment, and a process that dies is marked failed by the runner's reaper),
+waits while printing progress, then reads the runs back and writes to its output folder:
+`summary.json` (see `core.experiments.aggregation`), `summary.csv` (one row per recipe and
+metric) and `report.html` (self-contained, opens offline).
+
+Ctrl-C or SIGTERM stops the experiment's runs after their current step (the runs not yet
+launched are listed as not started) and still writes the outputs. The runs are ordinary runs:
+the app lists them, and each can be inspected, continued or deleted like any other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from core.config import RunConfig, build_config
+from core.experiments.aggregation import CSV_COLUMNS, build_summary, summary_rows
+from core.experiments.registry import EXPERIMENTS, Experiment
+from core.runs.store import ACTIVE, RunStore
+
+POLL_SECONDS = 2.0
+ENDED_OK = ("finished", "stopped")
+STOP_WAIT_SECONDS = 60.0  # after a stop, how long to wait for the runs to record their end
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    recipe: str
+    seed: int
+    config: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """How one job ended, as read from its run's status.json."""
+    recipe: str
+    seed: int
+    id: str | None = None
+    status: str = "not started"
+    error: str | None = None
+    step: int = 0
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{s // 60:02d}:{s % 60:02d}"
+
+
+class _Progress:
+    """One updating progress line: rewritten in place on a terminal; in a log, a new line
+    when the run counts change or every LOG_EVERY seconds."""
+
+    LOG_EVERY = 30.0
+
+    def __init__(self, stream: TextIO, label: str, total_steps: int) -> None:
+        self.stream, self.label, self.total = stream, label, total_steps
+        self.tty = stream.isatty()
+        self.t0 = time.monotonic()
+        self.last: tuple[Any, ...] | None = None
+        self.last_at = 0.0
+
+    def update(self, outcomes: Sequence[Outcome], final: bool = False) -> None:
+        count = {s: sum(o.status == s for o in outcomes)
+                 for s in ("queued", "running", "finished", "stopped")}
+        failed = sum(o.status in ("failed", "damaged") for o in outcomes)
+        now = time.monotonic()
+        line = (f"{self.label}: {sum(o.step for o in outcomes)}/{self.total} steps, "
+                f"{count['running']} running, "
+                + (f"{count['queued']} queued, " if count["queued"] else "")
+                + f"{count['finished']} done, {failed} failed, "
+                + (f"{count['stopped']} stopped, " if count["stopped"] else "")
+                + f"{_clock(now - self.t0)} elapsed")
+        key = (count["queued"], count["running"], count["finished"], failed, count["stopped"])
+        if self.tty:
+            self.stream.write("\r\033[K" + line + ("\n" if final else ""))
+        elif final or key != self.last or now - self.last_at >= self.LOG_EVERY:
+            self.stream.write(line + "\n")
+            self.last, self.last_at = key, now
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        """A line of its own above the progress line."""
+        self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
+        self.stream.flush()
+
+
+def _read(store: RunStore, o: Outcome) -> None:
+    """Refresh an outcome from its run's status.json (a vanished folder is a failure)."""
+    try:
+        record = store.load(o.id, metrics=False)
+    except KeyError:
+        o.status, o.error = "failed", "run folder vanished"
+        return
+    o.status, o.error, o.step = record.status, record.error, record.step
+
+
+def run_jobs(jobs: Sequence[Job], store: RunStore, workers: int, label: str,
+             stream: TextIO = sys.stderr) -> tuple[list[Outcome], bool]:
+    """Launch every job through the runner, keeping at most `workers` of them queued or
+    training at once (the shared slot queue caps the machine as a whole), and wait for them
+    all. A failed run never stops the others. Returns the outcomes in job order and whether
+    the user interrupted (Ctrl-C or SIGTERM stops the live runs after their current step)."""
+    from core.runs.runner import launch, stop
+
+    outcomes = [Outcome(j.recipe, j.seed) for j in jobs]
+    pending = list(jobs)
+    live: list[int] = []
+    bar = _Progress(stream, label, sum(int(j.config["steps"]) for j in jobs))
+    interrupted = False
+
+    def reap() -> None:
+        for index in list(live):
+            o = outcomes[index]
+            _read(store, o)
+            if o.status not in ACTIVE:
+                live.remove(index)
+                bar.message(f"  {o.id}  {o.recipe} seed {o.seed}: {o.status}"
+                            + (f" ({o.error})" if o.error and o.status not in ENDED_OK else ""))
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM stops the experiment like Ctrl-C does, so no run is left training alone.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt) if in_main else None
+    try:
+        while pending or live:
+            while pending and len(live) < workers:
+                job = pending.pop(0)
+                o = outcomes[job.index]
+                o.id = launch(RunConfig.from_dict(job.config), store.root)
+                o.status = "queued"
+                live.append(job.index)
+            reap()
+            if live or pending:
+                bar.update(outcomes)
+                time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM
+        interrupted = True
+        bar.message("interrupted: stopping the experiment's runs after their current step")
+        for index in live:
+            with contextlib.suppress(KeyError, ProcessLookupError):  # it ended meanwhile
+                stop(outcomes[index].id, store.root)
+        for job in pending:
+            outcomes[job.index].error = "the experiment was interrupted"
+            bar.message(f"  {job.recipe} seed {job.seed}: not started")
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while live and time.monotonic() < deadline:
+            reap()
+            if live:
+                time.sleep(0.2)
+        for index in live:  # still recording its end: list it as it last read
+            bar.message(f"  {outcomes[index].id}: still {outcomes[index].status} after "
+                        f"{STOP_WAIT_SECONDS:.0f} s; see its log.txt")
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    bar.update(outcomes, final=True)
+    return outcomes, interrupted
+
+
+# --- the experiment ------------------------------------------------------------------------
+@dataclass
+class ExperimentResult:
+    out: Path
+    summary: dict[str, Any]
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.summary["runs"] if r["status"] not in ENDED_OK]
+
+
+def experiment_config(spec: Experiment, task: str,
+                      overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one set of settings shared by every run: the experiment's, then overrides."""
+    values = {**spec.base_values(),
+              **{k: v for k, v in (overrides or {}).items() if v is not None}, "task": task}
+    return build_config(**values).to_dict()
+
+
+def default_out(name: str, task: str, runs_root: Path) -> Path:
+    """runs/experiments/NAME-TASK-TIME, under the run store's folder."""
+    return runs_root / "experiments" / f"{name}-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def threads_per_run(together: int) -> int:
+    """CPU threads for each run when `together` runs train at once: the cores shared out."""
+    return max(1, (os.cpu_count() or 1) // max(1, together))
+
+
+def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | None = None,
+                   recipes: Sequence[str] | None = None, workers: int | None = None,
+                   out: Path | str | None = None, runs_dir: Path | str | None = None,
+                   overrides: dict[str, Any] | None = None,
+                   stream: TextIO = sys.stderr) -> ExperimentResult:
+    """Train every (recipe, seed) of experiment `name` with its shared settings, then write
+    the summary and report.
+
+    `overrides` are RunConfig fields applied over the experiment's settings for every run
+    (steps, eval sizes, model...). `workers` caps how many of its runs are queued or training
+    at once (default: all of them; the shared queue's cap still applies). Raises
+    ConfigError/ModelError/ValueError before anything starts if the settings cannot work."""
+    from core.data.task_data import pin_task
+    from core.runs.runner import preflight
+    from core.runs.slots import max_runs
+
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}: choose one of {', '.join(EXPERIMENTS)}")
+    spec = EXPERIMENTS[name]
+    task = task or spec.task
+    recipes = list(dict.fromkeys(recipes or spec.recipes))
+    seeds = list(dict.fromkeys(int(s) for s in (spec.seeds if seeds is None else seeds)))
+    if not recipes or not seeds:
+        raise ValueError("an experiment needs at least one recipe and one seed")
+    n_jobs = len(recipes) * len(seeds)
+    workers = max(1, min(workers or n_jobs, n_jobs))
+    store = RunStore(Path(RunStore(runs_dir).root).resolve())
+    together = min(workers, max_runs())
+    base = experiment_config(spec, task, overrides)
+    base["threads"] = threads_per_run(together)
+    jobs = []
+    for seed in seeds:  # every recipe's first seed before any second seed
+        for recipe in recipes:
+            cfg = build_config(**{**base, "recipe": recipe, "seed": seed})
+            preflight(cfg)
+            cfg = pin_task(cfg, store.root)  # a task file is copied beside the runs
+            jobs.append(Job(len(jobs), recipe, seed, cfg.to_dict()))
+    out = Path(out) if out is not None else default_out(name, task, store.root)
+    out.mkdir(parents=True, exist_ok=True)
+    label = f"{name} {task}"
+    stream.write(f"{label}: {n_jobs} runs ({', '.join(recipes)} x seeds "
+                 f"{', '.join(map(str, seeds))}), up to {together} training at once x "
+                 f"{base['threads']} threads (queue cap {max_runs()}), {base['steps']} steps "
+                 f"each; runs in {store.root}, report in {out}\n")
+    t0 = time.monotonic()
+    outcomes, interrupted = run_jobs(jobs, store, workers, label, stream)
+    wall = time.monotonic() - t0
+    runs = []
+    for o in outcomes:
+        evals: list[dict[str, Any]] = []
+        if o.id:
+            try:
+                evals = store.load(o.id).evals
+            except KeyError:
+                o.status, o.error = "failed", "run folder vanished"
+        runs.append({"id": o.id, "recipe": o.recipe, "seed": o.seed, "status": o.status,
+                     "error": o.error, "evals": evals})
+    settings = {k: v for k, v in base.items() if k not in ("recipe", "seed")}
+    summary = build_summary(runs, task=task, seeds=seeds, recipes=recipes, settings=settings,
+                            wall_seconds=wall, experiment=name, question=spec.question,
+                            targets=spec.targets)
+    summary["experiment_settings"] = spec.settings
+    summary["overrides"] = {k: v for k, v in (overrides or {}).items() if v is not None}
+    summary["interrupted"] = interrupted
+    summary["created_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    summary["runs_dir"] = str(store.root)
+    write_outputs(summary, out, spec)
+    return ExperimentResult(out, summary, interrupted)
+
+
+def write_outputs(summary: dict[str, Any], out: Path, spec: Experiment) -> dict[str, Path]:
+    """summary.json, summary.csv and report.html in `out`; returns their paths."""
+    from core.experiments.report import render_report
+
+    paths = {name: out / name for name in ("summary.json", "summary.csv", "report.html")}
+    paths["summary.json"].write_text(json.dumps(summary, indent=1, allow_nan=False))
+    with open(paths["summary.csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(summary_rows(summary))
+    paths["report.html"].write_text(render_report(summary, spec.title, spec.sections),
+                                    encoding="utf-8")
+    return paths
