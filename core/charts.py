@@ -195,3 +195,20 @@ def spread(evals: Sequence[dict[str, Any]]) -> go.Figure:
                               "side": "right", "rangemode": "tozero"})
     fig.update_yaxes(rangemode="tozero", selector={"title": {"text": "entropy (nats)"}})
     return fig
+
+
+def reward_and_accuracy(steps: Sequence[Any], reward: Sequence[Any], accuracy: Sequence[Any],
+                        title: str) -> go.Figure:
+    """A run's training reward (left axis) and its held-out accuracy (right axis) over
+    steps: a reward that climbs while accuracy falls is reward hacking."""
+    fig = go.Figure()
+    x, y = _clean(steps, reward)
+    fig.add_trace(go.Scatter(x=x, y=y, name="training reward", mode="lines+markers",
+                             line={"color": "#8c564b"}))
+    x, y = _clean(steps, accuracy)
+    fig.add_trace(go.Scatter(x=x, y=y, name="held-out accuracy", yaxis="y2",
+                             mode="lines+markers", line={"color": "#1f77b4", "dash": "dash"}))
+    fig = _layout(fig, title, "step", "reward")
+    fig.update_layout(yaxis2={"title": {"text": "accuracy"}, "overlaying": "y",
+                              "side": "right", "range": [0, 1.02]})
+    return fig

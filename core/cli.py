@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from core.config import FIELDS, PRESETS, ConfigError, RunConfig, build_config
-from core.experiments.registry import EXPERIMENTS
+from core.experiments.registry import ALIASES, EXPERIMENTS
 from core.models.model_source import ModelError
 from core.runs.slots import MAX_RUNS_ENV
 from core.runs.store import RUNS_DIR_ENV, RunStore, RunWriter
 
 EXIT_BAD_INPUT = 2
-EXPERIMENT_OWN_FIELDS = ("recipe", "seed", "threads")  # set per run by the experiment
+# Set per run by the experiment (init_from: a chained arm starts from its own earlier run).
+EXPERIMENT_OWN_FIELDS = ("recipe", "seed", "threads", "init_from")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,16 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment's; a setting flag overrides it for every run), through the same queue "
         "as the app's runs, then write report.html, summary.csv and summary.json. Prints the "
         "output folder. Experiments: " + "; ".join(
-            f"{e.name}: {', '.join(e.recipes)} x seeds {','.join(map(str, e.seeds))} on task "
+            f"{e.name}: {', '.join(e.arms)} x seeds {','.join(map(str, e.seeds))} on task "
             f"{e.task}, preset {e.preset}" for e in EXPERIMENTS.values())
+        + ". " + "; ".join(f"{a} is another name for {n}" for a, n in ALIASES.items())
         + ". The defaults below are the values its runs use.")
-    experiment.add_argument("name", choices=list(EXPERIMENTS), help="which experiment")
+    experiment.add_argument("name", choices=[*EXPERIMENTS, *ALIASES], help="which experiment")
     experiment.add_argument("--seeds", default=None, metavar="S,S,...",
                             help="Seeds, comma-separated (default: the experiment's, "
                             + _per_experiment(lambda e: ",".join(map(str, e.seeds))) + ").")
     experiment.add_argument("--recipes", default=None, metavar="R,R,...",
                             help="Recipes, comma-separated (default: the experiment's, "
-                            + _per_experiment(lambda e: ",".join(e.recipes)) + ").")
+                            + _per_experiment(lambda e: ",".join(e.arms)) + ").")
     experiment.add_argument(
         "--workers", type=int, default=None,
         help="How many of the experiment's runs may be queued or training at once (default: "

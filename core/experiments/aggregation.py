@@ -32,6 +32,9 @@ def metrics_for(k_max: int) -> list[Metric]:
         Metric("greedy_accuracy", "greedy accuracy (T = 0)", ("greedy_accuracy",)),
         Metric("pass@1", "Pass@1", ("pass_at_k", "1")),
         Metric(f"pass@{k_max}", f"Pass@{k_max}", ("pass_at_k", str(k_max))),
+        Metric("entropy", "token entropy, nats", ("entropy",)),
+        Metric("distinct_answers", "distinct answers per prompt", ("distinct_answers",)),
+        Metric("format_rate", "format rate", ("format_rate",)),
         Metric("verbalized/ece", "verbalized ECE ↓", ("calibration", "verbalized", "ece")),
         Metric("verbalized/brier", "verbalized Brier ↓", ("calibration", "verbalized", "brier")),
         Metric("verbalized/auroc", "verbalized AUROC", ("calibration", "verbalized", "auroc")),
@@ -117,7 +120,10 @@ def build_summary(runs: Sequence[dict[str, Any]], *, task: str, seeds: Sequence[
                        "start_step": start.get("step") if start else None,
                        "end_step": end.get("step") if end else None,
                        "start": {m.key: metric_value(start, m.path) for m in metrics},
-                       "end": {m.key: metric_value(end, m.path) for m in metrics}})
+                       "end": {m.key: metric_value(end, m.path) for m in metrics},
+                       "min_format_rate": min(rates) if (rates := [
+                           v for e in evals if (v := metric_value(e, ("format_rate",)))
+                           is not None]) else None})
     aggregates: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     calibration: dict[str, Any] = {}
@@ -145,9 +151,39 @@ def build_summary(runs: Sequence[dict[str, Any]], *, task: str, seeds: Sequence[
                "wall_seconds": round(wall_seconds, 1), "pass_k_max": k_max,
                "metrics": [{"key": m.key, "label": m.label} for m in metrics],
                "runs": listed, "aggregates": aggregates, "curves": curves,
-               "calibration": calibration}
+               "calibration": calibration,
+               "pass_curve": {recipe: {when: pass_curve([r["evals"][i] for r in used
+                                                         if r["recipe"] == recipe])
+                                       for when, i in (("start", 0), ("end", -1))}
+                              for recipe in aggregates},
+               "monitor": {recipe: reward_monitor([r for r in used if r["recipe"] == recipe])
+                           for recipe in recipes if any(r["recipe"] == recipe for r in used)}}
     summary["targets"] = [t.to_dict() for t in targets(summary)]
     return summary
+
+
+def pass_curve(evals: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Pass@k for every k these eval entries share, mean over them (k as a string key)."""
+    ks = set.intersection(*[set(e.get("pass_at_k") or {}) for e in evals]) if evals else set()
+    return {k: mean_sd([metric_value(e, ("pass_at_k", k)) for e in evals])["mean"]
+            for k in sorted(ks, key=int)}
+
+
+def reward_monitor(runs: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The training reward next to held-out accuracy, mean over runs, at each evaluation
+    step: the reward is the mean of the training rows since the previous evaluation
+    (`train_reward`: (step, reward) pairs). A label-free reward that climbs while accuracy
+    falls is reward hacking, visible without labels only through the reward's side."""
+    steps = sorted({e["step"] for r in runs for e in r.get("evals") or []})
+    reward, accuracy = [], []
+    for i, s in enumerate(steps):
+        lo = steps[i - 1] if i else -1
+        window = [mean_sd([v for t, v in r.get("train_reward") or [] if lo < t <= s])["mean"]
+                  for r in runs]
+        reward.append(mean_sd(window)["mean"])
+        accuracy.append(mean_sd([metric_value(e, ("accuracy",)) for r in runs
+                                 for e in r.get("evals") or [] if e["step"] == s])["mean"])
+    return {"step": steps, "reward": reward, "accuracy": accuracy}
 
 
 def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 from core.config import RunConfig, build_config
 from core.experiments.aggregation import CSV_COLUMNS, build_summary, summary_rows
-from core.experiments.registry import EXPERIMENTS, Experiment
+from core.experiments.registry import Experiment, find
 from core.runs.store import ACTIVE, RunStore
 
 POLL_SECONDS = 2.0
@@ -41,9 +41,10 @@ STOP_WAIT_SECONDS = 60.0  # after a stop, how long to wait for the runs to recor
 @dataclass(frozen=True)
 class Job:
     index: int
-    recipe: str
+    recipe: str  # the arm: a recipe, or a chained arm's name
     seed: int
     config: dict[str, Any]
+    after: int | None = None  # a chained arm: the job whose finished run it starts from
 
 
 @dataclass
@@ -141,12 +142,28 @@ def run_jobs(jobs: Sequence[Job], store: RunStore, workers: int, label: str,
     # SIGTERM stops the experiment like Ctrl-C does, so no run is left training alone.
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, interrupt) if in_main else None
+    def waiting(job: Job) -> bool:
+        """A chained job whose starting run has not ended yet."""
+        return job.after is not None and (outcomes[job.after].status in ACTIVE
+                                          or any(j.index == job.after for j in pending))
+
     try:
         while pending or live:
-            while pending and len(live) < workers:
-                job = pending.pop(0)
+            for job in [j for j in pending if not waiting(j)]:
+                if len(live) >= workers:
+                    break
+                pending.remove(job)
                 o = outcomes[job.index]
-                o.id = launch(RunConfig.from_dict(job.config), store.root)
+                config = dict(job.config)
+                if job.after is not None:
+                    parent = outcomes[job.after]
+                    if parent.status != "finished":
+                        o.error = f"its starting run ({parent.recipe} seed {parent.seed}) " \
+                                  f"ended {parent.status}"
+                        bar.message(f"  {job.recipe} seed {job.seed}: not started ({o.error})")
+                        continue
+                    config["init_from"] = parent.id
+                o.id = launch(RunConfig.from_dict(config), store.root)
                 o.status = "queued"
                 live.append(job.index)
             reap()
@@ -223,11 +240,15 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
     from core.runs.runner import preflight
     from core.runs.slots import max_runs
 
-    if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}: choose one of {', '.join(EXPERIMENTS)}")
-    spec = EXPERIMENTS[name]
+    spec = find(name)
+    name = spec.name  # an alias runs, and is reported, as the experiment it names
     task = task or spec.task
-    recipes = list(dict.fromkeys(recipes or spec.recipes))
+    recipes = list(dict.fromkeys(recipes or spec.arms))
+    for arm in recipes:
+        chain = spec.chain(arm)
+        if chain is not None and chain.after not in recipes:
+            raise ValueError(f"the arm {arm!r} starts from the {chain.after!r} run: list "
+                             f"{chain.after} too")
     seeds = list(dict.fromkeys(int(s) for s in (spec.seeds if seeds is None else seeds)))
     if not recipes or not seeds:
         raise ValueError("an experiment needs at least one recipe and one seed")
@@ -239,11 +260,15 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
     base["threads"] = threads_per_run(together)
     jobs = []
     for seed in seeds:  # every recipe's first seed before any second seed
-        for recipe in recipes:
-            cfg = build_config(**{**base, "recipe": recipe, "seed": seed})
-            preflight(cfg)
+        first = len(jobs)
+        for arm in recipes:
+            chain = spec.chain(arm)
+            cfg = build_config(**{**base, "recipe": chain.recipe if chain else arm,
+                                  "seed": seed})
+            preflight(cfg, store.root)  # a chained arm's init_from is checked at its launch
             cfg = pin_task(cfg, store.root)  # a task file is copied beside the runs
-            jobs.append(Job(len(jobs), recipe, seed, cfg.to_dict()))
+            after = first + recipes.index(chain.after) if chain else None
+            jobs.append(Job(len(jobs), arm, seed, cfg.to_dict(), after))
     out = Path(out) if out is not None else default_out(name, task, store.root)
     out.mkdir(parents=True, exist_ok=True)
     label = f"{name} {task}"
@@ -257,18 +282,25 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
     runs = []
     for o in outcomes:
         evals: list[dict[str, Any]] = []
+        train: list[dict[str, Any]] = []
         if o.id:
             try:
-                evals = store.load(o.id).evals
+                record = store.load(o.id)
+                evals, train = record.evals, record.train
             except KeyError:
                 o.status, o.error = "failed", "run folder vanished"
         runs.append({"id": o.id, "recipe": o.recipe, "seed": o.seed, "status": o.status,
-                     "error": o.error, "evals": evals})
+                     "error": o.error, "evals": evals,
+                     "train_reward": [(t["step"], t["reward/mean"]) for t in train
+                                      if isinstance(t.get("reward/mean"), int | float)]})
     settings = {k: v for k, v in base.items() if k not in ("recipe", "seed")}
     summary = build_summary(runs, task=task, seeds=seeds, recipes=recipes, settings=settings,
                             wall_seconds=wall, experiment=name, question=spec.question,
                             targets=spec.targets)
     summary["experiment_settings"] = spec.settings
+    summary["claim"], summary["source"] = spec.claim, spec.source
+    summary["chains"] = {c.arm: {"recipe": c.recipe, "after": c.after} for c in spec.chains
+                         if c.arm in recipes}
     summary["overrides"] = {k: v for k, v in (overrides or {}).items() if v is not None}
     summary["interrupted"] = interrupted
     summary["created_at"] = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -239,16 +239,76 @@ def _histograms_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
     return parts
 
 
+def _claim_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    """What the literature reports, and whether this machine's runs held it."""
+    if not summary.get("claim"):
+        return []
+    judged = [t for t in summary["targets"] if t["status"] in ("PASS", "FAIL")]
+    held = sum(t["status"] == "PASS" for t in judged)
+    verdict = (f"On this machine {held} of {len(judged)} targets held"
+               + (": the claim held." if judged and held == len(judged) else
+                  ": the claim did not hold in full (see Targets)." if judged else "."))
+    chains = "".join(f"<p>The arm <b>{_e(a)}</b> is {_e(c['recipe'])} started from the end "
+                     f"of the same seed's {_e(c['after'])} run (<code>init_from</code>).</p>"
+                     for a, c in (summary.get("chains") or {}).items())
+    return [f"<h2>The claim</h2><p><b>Literature</b> ({_e(summary.get('source', ''))}): "
+            f"{_e(summary['claim'])}</p><p><b>This machine</b>: {_e(verdict)}</p>{chains}"]
+
+
+def spread_figure(summary: dict[str, Any]) -> go.Figure:
+    """Pass@k against k at the final evaluation, mean over seeds, one line per recipe, with
+    the start (every recipe's step 0 is the same model) dashed in grey."""
+    items = []
+    first = next(iter(summary["aggregates"]), None)
+    if first is not None:
+        items.append(("start (step 0)", summary["pass_curve"][first]["start"], "#999999",
+                      "dash"))
+    items += [(r, summary["pass_curve"][r]["end"], _color(r), "solid")
+              for r in summary["aggregates"]]
+    return charts.pass_at_k(items, "Pass@k at the end, mean over seeds")
+
+
+def _spread_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    parts = ["<h2>Coverage and spread</h2><p>Pass@k over the whole k range at the end, and "
+             "two measures of how spread out the samples are, over training: the mean "
+             "per-token entropy of the policy (nats) and the number of distinct answers "
+             "among a prompt's n samples.</p><div class='grid'>"]
+    if summary.get("pass_curve"):
+        parts.append(fig(spread_figure(summary)))
+    parts += [fig(curve_figure(summary, "entropy", "Token entropy (nats)", None)),
+              fig(curve_figure(summary, "distinct_answers", "Distinct answers per prompt",
+                               None)), "</div>"]
+    return parts
+
+
+def monitor_figure(summary: dict[str, Any], arm: str) -> go.Figure:
+    """The run's own training reward beside held-out accuracy over training."""
+    m = summary["monitor"][arm]
+    return charts.reward_and_accuracy(m["step"], m["reward"], m["accuracy"],
+                                      f"{arm}: reward against accuracy")
+
+
+def _monitor_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    arms = list(summary.get("monitor", {}))
+    return ["<h2>Reward-hacking monitor</h2><p>Each run's own training reward (for rlsf: the "
+            "mean answer-span confidence of its samples, which needs no labels) beside its "
+            "held-out accuracy, mean over seeds. A reward that climbs while accuracy falls is "
+            "the model learning to be confident rather than right.</p><div class='grid'>",
+            *(fig(monitor_figure(summary, a)) for a in arms), "</div>"]
+
+
 def _runs_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
     return ["<h2>Runs</h2>", runs_table(summary["runs"])]
 
 
 # Section name -> its HTML; an experiment lists the ones it shows (core.experiments.registry).
-SECTIONS = {"settings": _settings_section, "targets": _targets_section,
-            "metrics": _metrics_section, "curves": _curves_section,
+SECTIONS = {"claim": _claim_section, "settings": _settings_section,
+            "targets": _targets_section, "metrics": _metrics_section,
+            "spread": _spread_section, "monitor": _monitor_section, "curves": _curves_section,
             "reliability": _reliability_section, "histograms": _histograms_section,
             "runs": _runs_section}
-NEED_FINISHED_RUNS = ("curves", "reliability", "histograms")  # nothing to draw without them
+# Nothing to draw without finished runs.
+NEED_FINISHED_RUNS = ("spread", "monitor", "curves", "reliability", "histograms")
 
 
 def render_report(summary: dict[str, Any], title: str,
