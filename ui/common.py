@@ -17,7 +17,7 @@ REFRESH_SECONDS = 2.0  # live views poll the run folder this often
 STATUS_COLORS = {"queued": "violet", "running": "blue", "finished": "green", "failed": "red",
                  "stopped": "gray", "damaged": "orange"}
 PAGES = {"home": "app.py", "launch": "pages/launch.py", "run": "pages/run.py",
-         "compare": "pages/compare.py", "runs": "pages/runs.py"}
+         "compare": "pages/compare.py", "runs": "pages/runs.py", "report": "pages/report.py"}
 
 
 NAV = (("home", "Home", ":material/home:"), ("launch", "Launch", ":material/rocket_launch:"),
