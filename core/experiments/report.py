@@ -245,7 +245,7 @@ def _claim_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
         return []
     judged = [t for t in summary["targets"] if t["status"] in ("PASS", "FAIL")]
     held = sum(t["status"] == "PASS" for t in judged)
-    verdict = (f"On this machine {held} of {len(judged)} targets held"
+    verdict = (f"{held} of {len(judged)} targets held"
                + (": the claim held." if judged and held == len(judged) else
                   ": the claim did not hold in full (see Targets)." if judged else "."))
     chains = "".join(f"<p>The arm <b>{_e(a)}</b> is {_e(c['recipe'])} started from the end "
