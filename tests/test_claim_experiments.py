@@ -71,6 +71,7 @@ def test_self_feedback_targets() -> None:
     s = summary_of(values, runs=runs)
     assert [t.status for t in self_feedback_targets(s)] == ["PASS", "PASS", "PASS"]
     assert "0.050 → 0.090" in target_chained_calibration(s).note  # the start it came from
+    assert "(over-confident)" in target_chained_calibration(s).note
     # one rlsf evaluation below 0.90 fails the format target; binary's never counts
     bad = summary_of(values, runs=[run("rlsf", 0, 0.95), run(CHAINED_ARM, 1, 0.89)])
     assert [c.passed for c in target_format(bad).checks] == [True, False]

@@ -23,7 +23,7 @@ from core.experiments.targets import (
 )
 
 CHAINED_ARM = "rlsf after binary"  # the self-feedback experiment's chained arm
-OVERCONFIDENT_ARM = "binary"  # the reward run the chained arm starts from
+REWARD_ARM = "binary"  # the reward run the chained arm starts from
 FORMAT_FLOOR = 0.90
 
 
@@ -122,14 +122,17 @@ def target_rlsf_accuracy(summary: dict[str, Any]) -> TargetResult:
 
 
 def target_chained_calibration(summary: dict[str, Any]) -> TargetResult:
-    title = "rlsf after an overconfident reward run lowers answer-probability ECE"
+    title = "rlsf after a reward run lowers the answer-probability ECE it started from"
     if (res := _missing(summary, "chained", title, [CHAINED_ARM])) is not None:
         return res
     e0, e1 = _ends(summary, CHAINED_ARM, "answer_prob/ece")
-    o0, o1 = _ends(summary, OVERCONFIDENT_ARM, "answer_prob/ece")
-    oc0, oc1 = _ends(summary, OVERCONFIDENT_ARM, "answer_prob/overconfidence")
-    note = (f"The {OVERCONFIDENT_ARM} run it starts from moved answer-probability ECE "
-            f"{_fmt(o0)} → {_fmt(o1)} and overconfidence {_fmt(oc0)} → {_fmt(oc1)}.")
+    o0, o1 = _ends(summary, REWARD_ARM, "answer_prob/ece")
+    oc0, oc1 = _ends(summary, REWARD_ARM, "answer_prob/overconfidence")
+    direction = ("" if oc1 is None else " (over-confident)" if oc1 > 0 else
+                 " (under-confident)")
+    note = (f"The {REWARD_ARM} run it starts from moved answer-probability ECE "
+            f"{_fmt(o0)} → {_fmt(o1)} and overconfidence (mean confidence − accuracy) "
+            f"{_fmt(oc0)} → {_fmt(oc1)}{direction}.")
     return _verdict("chained", title, [
         Check(f"{CHAINED_ARM}: answer-prob ECE end < start", f"{_fmt(e0)} → {_fmt(e1)}",
               _lt(e1, e0))], note)

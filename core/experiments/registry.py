@@ -16,7 +16,7 @@ from typing import Any
 from core.config import EMBEDDED_MODEL, PRESETS
 from core.experiments.claim_targets import (
     CHAINED_ARM,
-    OVERCONFIDENT_ARM,
+    REWARD_ARM,
     coverage_targets,
     self_feedback_targets,
 )
@@ -116,10 +116,10 @@ EXPERIMENTS: dict[str, Experiment] = {
     "self-feedback": Experiment(
         name="self-feedback",
         title="Self-feedback: RLSF improves without labels",
-        question=("Can a model improve, and undo the overconfidence a reward run gave it, by "
+        question=("Can a model improve, and undo the miscalibration a reward run gave it, by "
                   "preferring its own more confident answers — with no labels at all?"),
-        recipes=(OVERCONFIDENT_ARM, "rlsf"),
-        chains=(Chain(CHAINED_ARM, "rlsf", OVERCONFIDENT_ARM),),
+        recipes=(REWARD_ARM, "rlsf"),
+        chains=(Chain(CHAINED_ARM, "rlsf", REWARD_ARM),),
         preset="quick",
         extra={"lr": 1e-4},
         targets=self_feedback_targets,

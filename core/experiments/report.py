@@ -198,8 +198,8 @@ def _provenance(summary: dict[str, Any]) -> str:
 
 
 def _settings_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
-    return ["<h2>Settings</h2><p>One set of settings for every recipe (and for both tasks); "
-            "only the recipe and the seed differ between runs.</p>",
+    return ["<h2>Settings</h2><p>One set of settings for every recipe; only the recipe, the "
+            "seed and a chained arm's starting point differ between runs.</p>",
             _provenance(summary), settings_table(summary["settings"])]
 
 
