@@ -28,7 +28,7 @@ st.caption("What the literature reports, the named experiment that tests it here
 VERDICT_BADGES = {"held": ":green-badge[held]", "not held": ":red-badge[not held]",
                   "running": ":blue-badge[running]", "not run": ":gray-badge[not run]"}
 for claim in api.claims():
-    result = api.claim_result(claim.experiment)
+    result = api.claim_result(claim)
     with st.container(border=True, key=f"home_claim_{claim.experiment}"):
         st.markdown(f"**{claim.title}** · experiment `{claim.experiment}`")
         st.markdown(f"*Literature* ({claim.source}): {claim.statement}")

@@ -540,9 +540,10 @@ def claims() -> list[claims_mod.Claim]:
     return claims_mod.claims()
 
 
-def claim_result(experiment: str, root: Path | str | None = None) -> claims_mod.ClaimResult:
-    """This machine's latest report of `experiment`, or "not run"."""
-    return claims_mod.latest_result(experiment, store(root).root)
+def claim_result(claim: claims_mod.Claim,
+                 root: Path | str | None = None) -> claims_mod.ClaimResult:
+    """This machine's latest report of the claim's experiment, or "not run"."""
+    return claims_mod.latest_result(claim.experiment, store(root).root, claim.decides)
 
 
 def launch_claim(experiment: str, seeds: tuple[int, ...], root: Path | str | None = None,

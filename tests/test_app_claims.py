@@ -21,10 +21,11 @@ def runs_dir(tmp_path, monkeypatch):
 
 
 def write_report(root: Path, folder: str, experiment: str, statuses: list[str],
-                 age: float = 0.0) -> Path:
+                 age: float = 0.0, keys: list[str] | None = None) -> Path:
     path = root / "experiments" / folder
     path.mkdir(parents=True)
-    targets = [{"title": f"target {i}", "status": s} for i, s in enumerate(statuses)]
+    targets = [{"key": (keys or [])[i] if keys else f"t{i}", "title": f"target {i}",
+                "status": s} for i, s in enumerate(statuses)]
     (path / "summary.json").write_text(json.dumps({
         "experiment": experiment, "targets": targets, "seeds": [0, 1, 2],
         "created_at": "2026-11-29 12:00:00"}))
@@ -46,8 +47,8 @@ def test_latest_result_reads_the_newest_report_and_knows_aliases(tmp_path: Path)
     result = claims.latest_result("coverage", tmp_path)
     assert result.verdict == "not held" and result.folder.name == "coverage-add2-new"
     assert result.seeds == (0, 1, 2)
-    write_report(tmp_path, "calibration-add-x", "classic", ["PASS"])
-    assert claims.latest_result("classic", tmp_path).verdict == "held"
+    write_report(tmp_path, "calibration-add-x", "classic", ["PASS"], keys=["binary"])
+    assert claims.latest_result("classic", tmp_path, ("binary", "rlcr")).verdict == "held"
     assert claims.latest_result("self-feedback", tmp_path).verdict == "not run"
 
 
@@ -61,7 +62,8 @@ def test_board_lists_every_claim_with_its_statement_and_not_run(runs_dir: Path) 
 
 
 def test_board_shows_verdicts_links_and_a_running_experiment(runs_dir: Path) -> None:
-    write_report(runs_dir, "classic-add-x", "classic", ["PASS", "PASS", "report"])
+    write_report(runs_dir, "classic-add-x", "classic", ["PASS", "PASS", "FAIL", "report"],
+                 keys=["binary", "rlcr", "psr", "rlsf"])  # psr's is the coverage claim's
     write_report(runs_dir, "coverage-add2-x", "coverage", ["PASS", "FAIL", "PASS", "report"])
     running = runs_dir / "experiments" / "self-feedback-add-x"
     running.mkdir(parents=True)
@@ -112,3 +114,16 @@ def test_report_page_shows_the_report_or_says_why_not(runs_dir: Path) -> None:
     assert "the report" in str(at.get("iframe")[0].proto)
     at = ok(page("report", query={"folder": "../../etc"}))
     assert "No such experiment report" in texts(at)
+
+
+def test_the_calibration_claim_is_decided_by_its_own_targets(tmp_path: Path) -> None:
+    """The classic experiment also checks psr and nsr; those belong to the coverage claim."""
+    path = tmp_path / "experiments" / "classic-add-x"
+    path.mkdir(parents=True)
+    keys = {"binary": "PASS", "rlcr": "PASS", "psr": "FAIL", "nsr": "FAIL",
+            "answer_prob": "PASS", "rlsf": "report"}
+    (path / "summary.json").write_text(json.dumps({"experiment": "classic", "targets": [
+        {"key": k, "title": k, "status": v} for k, v in keys.items()]}))
+    claim = next(c for c in claims.claims() if c.experiment == "classic")
+    assert claims.latest_result("classic", tmp_path, claim.decides).verdict == "held"
+    assert claims.latest_result("classic", tmp_path).verdict == "not held"

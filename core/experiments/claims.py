@@ -32,6 +32,7 @@ class Claim:
     title: str
     statement: str  # what the literature reports, with its figure
     source: str
+    decides: tuple[str, ...] = ()  # the target keys that decide it; empty: every one
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class ClaimResult:
 
 def claims() -> list[Claim]:
     """Every experiment that states a claim, in the registry's order."""
-    return [Claim(e.name, e.title, e.claim, e.source) for e in EXPERIMENTS.values() if e.claim]
+    return [Claim(e.name, e.claim_title or e.title, e.claim, e.source, e.decides)
+            for e in EXPERIMENTS.values() if e.claim]
 
 
 def verdict(targets: Sequence[dict[str, Any]]) -> str:
@@ -66,9 +68,11 @@ def _names(experiment: str) -> set[str]:
     return {experiment} | {a for a, n in ALIASES.items() if n == experiment}
 
 
-def latest_result(experiment: str, runs_root: Path | str) -> ClaimResult:
-    """The newest report of `experiment` under `runs_root/experiments`: its verdict, or
-    "running" when the newest folder was started from the app and has no summary yet."""
+def latest_result(experiment: str, runs_root: Path | str,
+                  decides: Sequence[str] = ()) -> ClaimResult:
+    """The newest report of `experiment` under `runs_root/experiments`: its verdict on the
+    targets `decides` names (all when empty), or "running" when the newest folder was started
+    from the app and has no summary yet."""
     folder = Path(runs_root) / EXPERIMENTS_FOLDER
     candidates = [p for p in folder.glob("*-*") if p.is_dir()
                   and any(p.name.startswith(n + "-") for n in _names(experiment))]
@@ -85,7 +89,8 @@ def latest_result(experiment: str, runs_root: Path | str) -> ClaimResult:
         if summary.get("experiment") not in _names(experiment):
             continue
         targets = [{"title": t.get("title", ""), "status": t.get("status", "")}
-                   for t in summary.get("targets") or []]
+                   for t in summary.get("targets") or []
+                   if not decides or t.get("key") in decides]
         return ClaimResult(verdict(targets), path, str(summary.get("created_at", "")),
                            tuple(summary.get("seeds") or ()), targets)
     return ClaimResult("not run")

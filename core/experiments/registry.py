@@ -48,6 +48,9 @@ class Experiment:
     chains: tuple[Chain, ...] = ()  # arms that start where another arm's run ended
     claim: str = ""  # what the literature reports, for the report and the claims board
     source: str = ""  # where the claim comes from
+    claim_title: str = ""  # the claim's name on the board; empty: the title
+    # Keys of the targets that decide the claim's verdict; empty: every judged target.
+    decides: tuple[str, ...] = ()
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -84,6 +87,9 @@ EXPERIMENTS: dict[str, Experiment] = {
                "without costing accuracy. Published (Qwen2.5-7B, HotpotQA): RLVR accuracy "
                "0.63 / ECE 0.37 against RLCR 0.62 / 0.03."),
         source="Damani et al. 2025, \"Beyond Binary Rewards\" (RLCR)",
+        claim_title="Calibration: binary leaves stated confidence blind, RLCR informs it",
+        # psr and nsr's coverage targets are the coverage experiment's claim.
+        decides=("binary", "rlcr", "answer_prob"),
     ),
     # The embedded model already solves most two-digit sums (greedy 0.85, Pass@64 1.0), so
     # RL mostly redistributes probability mass; n = 64 samples take Pass@k to k = 64. The
