@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from app_helpers import ok, page, texts, use_store
 
+from core import api
 from core.experiments import claims
 from core.experiments.registry import EXPERIMENTS
 
@@ -127,3 +128,13 @@ def test_the_calibration_claim_is_decided_by_its_own_targets(tmp_path: Path) -> 
     claim = next(c for c in claims.claims() if c.experiment == "classic")
     assert claims.latest_result("classic", tmp_path, claim.decides).verdict == "held"
     assert claims.latest_result("classic", tmp_path).verdict == "not held"
+
+
+def test_experiments_are_refused_in_workshop_mode(runs_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.runs import workshop
+
+    monkeypatch.setenv(workshop.ENABLED_ENV, "1")
+    with pytest.raises(workshop.WorkshopError, match="workshop mode"):
+        api.launch_claim("coverage", (0,))
+    assert not (runs_dir / "experiments").exists()  # nothing was started
