@@ -21,6 +21,44 @@ st.markdown(
     "wrong answer, so recipes that score the confidence itself (RLCR) or reshape the "
     "reward (PSR, NSR) are needed — try them here and watch calibration move.")
 
+st.subheader("The claims")
+st.caption("What the literature reports, the named experiment that tests it here, and what "
+           "this machine measured the last time it ran. Each experiment runs with its own "
+           "settings, in the background, through the same queue as every other run.")
+VERDICT_BADGES = {"held": ":green-badge[held]", "not held": ":red-badge[not held]",
+                  "running": ":blue-badge[running]", "not run": ":gray-badge[not run]"}
+for claim in api.claims():
+    result = api.claim_result(claim)
+    with st.container(border=True, key=f"home_claim_{claim.experiment}"):
+        st.markdown(f"**{claim.title}** · experiment `{claim.experiment}`")
+        st.markdown(f"*Literature* ({claim.source}): {claim.statement}")
+        line = f"**This machine:** {VERDICT_BADGES[result.verdict]}"
+        if result.targets:
+            held = sum(t["status"] == "PASS" for t in result.targets)
+            judged = sum(t["status"] in ("PASS", "FAIL") for t in result.targets)
+            line += (f" — {held} of {judged} targets held, seeds "
+                     f"{', '.join(map(str, result.seeds))}, report of {result.created_at}")
+        st.markdown(line)
+        if result.folder is not None:
+            st.page_link(common.PAGES["report"], label="Open the report",
+                         icon=":material/description:",
+                         query_params={"folder": result.folder.name})
+        c1, c2 = st.columns([2, 1])
+        seeds = c1.radio("Seeds", list(api.CLAIM_SEED_CHOICES), horizontal=True,
+                         key=f"home_claim_seeds_{claim.experiment}",
+                         help="One seed shows the effect in a fraction of the time; the "
+                              "report's verdict is a mean over seeds, so three are the "
+                              "fair test.")
+        if c2.button("Run this experiment", key=f"home_claim_run_{claim.experiment}",
+                     icon=":material/play_arrow:", disabled=result.verdict == "running"):
+            try:
+                folder = api.launch_claim(claim.experiment, api.CLAIM_SEED_CHOICES[seeds])
+            except Exception as e:  # workshop mode, a full disk: say it, no traceback
+                st.error(f"Could not start the experiment: {e}")
+            else:
+                st.success(f"Started: the report will be written to {folder}. Its runs "
+                           "appear under Recent runs as they start.")
+
 st.subheader("Start here: the classic comparison")
 runs = api.list_runs()
 est = api.estimate_classic(runs)

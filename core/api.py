@@ -22,10 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from core.config import EMBEDDED_MODEL, ConfigError, RunConfig, build_config
+from core.experiments import claims as claims_mod
+from core.experiments.registry import EXPERIMENTS
 from core.models.model_catalog import CATALOG, CATALOG_BY_ID, MemoryEstimate, fmt_gb, fmt_params
 from core.runs import workshop
 from core.runs.store import (
     ACTIVE,
+    ADAPTER_FILE,
+    SAFE_ID,
     RunRecord,
     RunStore,
     default_runs_dir,
@@ -267,6 +271,7 @@ def check_config(values: dict[str, Any], preset: str | None = None,
     """A config from form values, or the problems, each in plain words (never raises)."""
     from core.data.task_data import TaskError, task_for
     from core.models.model_source import ModelError, check_model
+    from core.runs.runner import check_init_from
 
     try:
         config = build_config(preset, **values)
@@ -280,6 +285,10 @@ def check_config(values: dict[str, Any], preset: str | None = None,
     try:
         check_model(config.model)
     except ModelError as e:
+        problems.append(str(e))
+    try:
+        check_init_from(config, store())
+    except (KeyError, ValueError) as e:
         problems.append(str(e))
     try:
         task_for(config)
@@ -520,6 +529,57 @@ def latest_classic(runs: list[RunRecord]) -> tuple[str | None, list[str]]:
         return None, []
     tag = next(iter(g))
     return tag, g[tag]
+
+
+# --- the claims board --------------------------------------------------------------------
+
+CLAIM_SEED_CHOICES = {"one seed (0)": (0,), "three seeds (0, 1, 2)": (0, 1, 2)}
+
+
+def claims() -> list[claims_mod.Claim]:
+    return claims_mod.claims()
+
+
+def claim_result(claim: claims_mod.Claim,
+                 root: Path | str | None = None) -> claims_mod.ClaimResult:
+    """This machine's latest report of the claim's experiment, or "not run"."""
+    return claims_mod.latest_result(claim.experiment, store(root).root, claim.decides)
+
+
+def launch_claim(experiment: str, seeds: tuple[int, ...], root: Path | str | None = None,
+                 now: float | None = None, user: str | None = None) -> Path:
+    """Run a claim's experiment with its own settings in the background (the queue shares
+    this machine with every other run); returns the report's folder. Refused in workshop
+    mode: an experiment's runs belong to no one person."""
+    if workshop.settings().enabled:
+        raise WorkshopError("experiments are off in workshop mode: each person launches "
+                            "their own runs")
+    spec = EXPERIMENTS[experiment]
+    return claims_mod.launch_experiment(spec, seeds, store(root).root,
+                                        time.strftime("%Y%m%d-%H%M%S", time.localtime(now)))
+
+
+def experiment_folder(name: str, root: Path | str | None = None) -> Path | None:
+    """The experiment folder `name` under the store's experiments/, if it is one (a bare
+    folder name: nothing outside that folder is ever read)."""
+    if not SAFE_ID.fullmatch(name or ""):
+        return None
+    path = store(root).root / claims_mod.EXPERIMENTS_FOLDER / name
+    return path if path.is_dir() else None
+
+
+def runs_to_start_from(runs: list[RunRecord], model: str,
+                       root: Path | str | None = None) -> list[RunRecord]:
+    """Finished runs of `model` that kept their final adapter: what `init_from` may name."""
+    s = store(root)
+    return [r for r in runs if r.status == "finished" and r.config.get("model") == model
+            and (s.path(r.id) / ADAPTER_FILE).is_file()]
+
+
+def report_html(folder: Path | str) -> str | None:
+    """The report page of an experiment folder, or None if it is not written yet."""
+    path = Path(folder) / "report.html"
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 # --- time --------------------------------------------------------------------------------

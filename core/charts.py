@@ -177,3 +177,38 @@ def calibration_over_steps(evals: Sequence[dict[str, Any]], signal: str) -> go.F
               Series("AUROC (0.5 = blind)", *column(evals, base + "auroc"), "#1f77b4",
                      dash="dot")]
     return lines(series, "ECE, Brier and AUROC over training", y_range=(0, 1.02))
+
+
+def spread(evals: Sequence[dict[str, Any]]) -> go.Figure:
+    """How spread out the held-out samples are: mean token entropy of the policy (left axis)
+    and distinct answers per prompt (right axis). A recipe that concentrates mass lowers both
+    (Zhu et al. 2025: PSR's entropy collapses, NSR's stays near the start)."""
+    fig = go.Figure()
+    x, y = column(evals, "entropy")
+    fig.add_trace(go.Scatter(x=x, y=y, name="token entropy (nats)", mode="lines+markers",
+                             line={"color": "#1f77b4"}))
+    x, y = column(evals, "distinct_answers")
+    fig.add_trace(go.Scatter(x=x, y=y, name="distinct answers per prompt", yaxis="y2",
+                             mode="lines+markers", line={"color": "#ff7f0e", "dash": "dash"}))
+    fig = _layout(fig, "Spread of the held-out samples", "step", "entropy (nats)")
+    fig.update_layout(yaxis2={"title": {"text": "distinct answers"}, "overlaying": "y",
+                              "side": "right", "rangemode": "tozero"})
+    fig.update_yaxes(rangemode="tozero", selector={"title": {"text": "entropy (nats)"}})
+    return fig
+
+
+def reward_and_accuracy(steps: Sequence[Any], reward: Sequence[Any], accuracy: Sequence[Any],
+                        title: str) -> go.Figure:
+    """A run's training reward (left axis) and its held-out accuracy (right axis) over
+    steps: a reward that climbs while accuracy falls is reward hacking."""
+    fig = go.Figure()
+    x, y = _clean(steps, reward)
+    fig.add_trace(go.Scatter(x=x, y=y, name="training reward", mode="lines+markers",
+                             line={"color": "#8c564b"}))
+    x, y = _clean(steps, accuracy)
+    fig.add_trace(go.Scatter(x=x, y=y, name="held-out accuracy", yaxis="y2",
+                             mode="lines+markers", line={"color": "#1f77b4", "dash": "dash"}))
+    fig = _layout(fig, title, "step", "reward")
+    fig.update_layout(yaxis2={"title": {"text": "accuracy"}, "overlaying": "y",
+                              "side": "right", "range": [0, 1.02]})
+    return fig

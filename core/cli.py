@@ -6,16 +6,19 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, NoReturn
 
 from core.config import FIELDS, PRESETS, ConfigError, RunConfig, build_config
+from core.experiments.registry import ALIASES, EXPERIMENTS
 from core.models.model_source import ModelError
+from core.runs.slots import MAX_RUNS_ENV
 from core.runs.store import RUNS_DIR_ENV, RunStore, RunWriter
 
 EXIT_BAD_INPUT = 2
-EXPERIMENT_OWN_FIELDS = ("recipe", "seed", "threads")  # set per run by the experiment
+# Set per run by the experiment (init_from: a chained arm starts from its own earlier run).
+EXPERIMENT_OWN_FIELDS = ("recipe", "seed", "threads", "init_from")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,12 +32,15 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, skip: Collection[str] = ()) -> None:
-    """One flag per RunConfig field, documented with the field's own help text."""
+def _add_config_flags(parser: argparse.ArgumentParser, skip: Collection[str] = (),
+                      defaults: Callable[[str], str] | None = None) -> None:
+    """One flag per RunConfig field, documented with the field's own help text and the value
+    used without the flag (`defaults(name)` where a command's runs do not use RunConfig's)."""
     for f in dataclasses.fields(RunConfig):
         if f.name in skip:
             continue
-        help_text = f"{f.metadata['help']} (default: {f.default!r})"
+        used = defaults(f.name) if defaults is not None else repr(f.default)
+        help_text = f"{f.metadata['help']} (default: {used})"
         if f.type in ("bool", bool):
             parser.add_argument(_flag(f.name), dest=f.name, default=None, help=help_text,
                                 action=argparse.BooleanOptionalAction)
@@ -51,6 +57,23 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: Collection[str] = (
 def _runs_dir_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help=f"Run store folder (default: ${RUNS_DIR_ENV} or ./runs).")
+
+
+def _per_experiment(value: Callable[[Any], str]) -> str:
+    """One value if every experiment shares it, else `name: value` for each."""
+    values = {e.name: value(e) for e in EXPERIMENTS.values()}
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return "; ".join(f"{name}: {v}" for name, v in values.items())
+
+
+def _experiment_default(field: str) -> str:
+    """The value an experiment's runs use for `field` when no flag is given."""
+    def used(e: Any) -> str:
+        values = {**e.base_values(), "task": e.task, "recipe": e.recipes[0]}
+        return repr(getattr(build_config(**values), field))
+
+    return _per_experiment(used)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,21 +102,31 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_id")
     _runs_dir_flag(resume)
     experiment = sub.add_parser(
-        "experiment", help="run every recipe x seeds in parallel and write a report",
-        description="Train one run per (recipe, seed) with one shared set of settings "
-        "(core.experiments.experiment.EXPERIMENT_SETTINGS; setting flags override it for every "
-        "run), "
-        "then write report.html, summary.csv and summary.json. Prints the output folder.")
-    experiment.add_argument("name", choices=["classic"], help="which experiment")
-    experiment.add_argument("--seeds", default="0,1,2", metavar="S,S,...",
-                            help="Seeds, comma-separated (default: 0,1,2).")
+        "experiment", help="train a named experiment's recipes x seeds and write a report",
+        description="Train one run per (recipe, seed) with one shared set of settings (the "
+        "experiment's; a setting flag overrides it for every run), through the same queue "
+        "as the app's runs, then write report.html, summary.csv and summary.json. Prints the "
+        "output folder. Experiments: " + "; ".join(
+            f"{e.name}: {', '.join(e.arms)} x seeds {','.join(map(str, e.seeds))} on task "
+            f"{e.task}, preset {e.preset}" for e in EXPERIMENTS.values())
+        + ". " + "; ".join(f"{a} is another name for {n}" for a, n in ALIASES.items())
+        + ". The defaults below are the values its runs use.")
+    experiment.add_argument("name", choices=[*EXPERIMENTS, *ALIASES], help="which experiment")
+    experiment.add_argument("--seeds", default=None, metavar="S,S,...",
+                            help="Seeds, comma-separated (default: the experiment's, "
+                            + _per_experiment(lambda e: ",".join(map(str, e.seeds))) + ").")
     experiment.add_argument("--recipes", default=None, metavar="R,R,...",
-                            help="Recipes, comma-separated (default: all six).")
-    experiment.add_argument("--workers", type=int, default=None,
-                            help="Parallel runs (default: the number of CPU cores).")
+                            help="Recipes, comma-separated (default: the experiment's, "
+                            + _per_experiment(lambda e: ",".join(e.arms)) + ").")
+    experiment.add_argument(
+        "--workers", type=int, default=None,
+        help="How many of the experiment's runs may be queued or training at once (default: "
+        "all of them). The shared queue still caps how many train at once across the app, "
+        f"the CLI and experiments (${MAX_RUNS_ENV}, default one per CPU core); each run gets "
+        "cores ÷ min(workers, cap) threads.")
     experiment.add_argument("--out", type=Path, default=None,
-                            help="Output folder (default: runs/experiments/classic-TASK-TIME).")
-    _add_config_flags(experiment, skip=EXPERIMENT_OWN_FIELDS)
+                            help="Output folder (default: runs/experiments/NAME-TASK-TIME).")
+    _add_config_flags(experiment, skip=EXPERIMENT_OWN_FIELDS, defaults=_experiment_default)
     _runs_dir_flag(experiment)
     execute = sub.add_parser("_execute", help=argparse.SUPPRESS)
     execute.add_argument("run_dir", type=Path)
@@ -113,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     store = RunStore(args.runs_dir)
     try:
         config = build_config(args.preset, **overrides)
-        preflight(config)
+        preflight(config, store.root)
         config = pin_task(config, store.root)  # a task file is copied beside the runs
     except (ConfigError, ModelError, ValueError) as e:
         return _fail(str(e))
@@ -205,20 +238,23 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from core.experiments.experiment import CLASSIC_RECIPES, run_classic
+    from core.experiments.orchestrator import run_experiment
 
     overrides = {name: getattr(args, name) for name in FIELDS
                  if name not in EXPERIMENT_OWN_FIELDS and name != "task"}
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        seeds = ([int(s) for s in args.seeds.split(",") if s.strip()]
+                 if args.seeds is not None else None)
     except ValueError:
         return _fail(f"--seeds takes comma-separated integers like 0,1,2, got {args.seeds!r}")
+    if args.workers is not None and args.workers < 1:
+        return _fail(f"--workers must be >= 1, got {args.workers}")
     try:
         recipes = ([r.strip() for r in args.recipes.split(",") if r.strip()]
-                   if args.recipes else list(CLASSIC_RECIPES))
-        result = run_classic(task=args.task or "add", seeds=seeds, recipes=recipes,
-                             workers=args.workers, out=args.out, runs_dir=args.runs_dir,
-                             overrides=overrides)
+                   if args.recipes else None)
+        result = run_experiment(args.name, task=args.task, seeds=seeds, recipes=recipes,
+                                workers=args.workers, out=args.out, runs_dir=args.runs_dir,
+                                overrides=overrides)
     except (ConfigError, ModelError, ValueError) as e:
         return _fail(str(e))
     for t in result.summary["targets"]:

@@ -44,7 +44,8 @@ class RunConfig:
     trust_remote_code: bool = _f(False, "Run Python code shipped with the model (auto_map in "
                                  "its config.json). Off unless you trust its authors.")
     task: str = _f("add", "Task: 'add' (addition of 2-4 digit numbers), 'mix' (harder: "
-                   "2-4 digit addition and subtraction), a .jsonl or .csv file with question "
+                   "2-4 digit addition and subtraction), 'add2' (easy: 2-digit sums, which "
+                   "the embedded model mostly solves already), a .jsonl or .csv file with question "
                    "and answer columns, or hf:DATASET_ID (a Hugging Face dataset; needs the "
                    "optional `datasets` package).")
     question_field: str = _f("question", "File and dataset tasks: the column holding the "
@@ -62,6 +63,11 @@ class RunConfig:
     task_hash: str = _f("", "sha256 of the task's data, filled in at launch: the file's bytes, "
                         "or a dataset's question/answer rows. A run refuses data that no "
                         "longer matches; empty: not checked.")
+    init_from: str = _f("", "Start from the end of another run: its id, in the same run "
+                        "store (it must have finished, on the same model). Its LoRA update is "
+                        "merged into the base weights and this run trains a fresh adapter on "
+                        "top, so the reference (adapter off: KL, rlsf's DPO) is that starting "
+                        "policy. Empty: start from the model itself.")
     recipe: str = _f("binary", "Reward recipe: " + ", ".join(RECIPE_NAMES) + ". See SCIENCE.md.")
     seed: int = _f(0, "Random seed for sampling, LoRA initialisation and the training prompts.")
     # --- RL loop -------------------------------------------------------------------
@@ -284,6 +290,10 @@ def validate(config: RunConfig) -> list[str]:
                  "answer to its own column")
     if not c.dataset_split.strip():
         p.append("dataset_split must name a split, e.g. train")
+    if c.init_from and (c.init_from != c.init_from.strip() or "/" in c.init_from
+                        or c.init_from.startswith(".")):
+        p.append(f"init_from must be a run id from the run store (no '/', no leading "
+                 f"'.'), got {c.init_from!r}")
     if c.generation_batch_size < 0:
         p.append(f"generation_batch_size must be >= 0 (0: all at once), got "
                  f"{c.generation_batch_size}")

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "SIGNALS",
     "CalibrationSummary",
     "ReliabilityBin",
     "auroc",
@@ -24,13 +25,19 @@ __all__ = [
     "brier",
     "calibration_summary",
     "consistency",
+    "distinct_answers",
     "ece",
     "histogram",
     "mean_pass_at_k",
+    "mean_token_entropy",
     "overconfidence",
     "pass_at_k",
     "reliability",
 ]
+
+# The confidence signals every evaluation measures, in the order the app offers them:
+# the stated q, the answer span's probability, and agreement among the n samples.
+SIGNALS = ("verbalized", "answer_prob", "consistency")
 
 
 # ---------------------------------------------------------------------------- Pass@k
@@ -223,6 +230,33 @@ def consistency(answers: Sequence[Sequence[str | None]]) -> list[list[float | No
         votes = Counter(a for a in group if a is not None)
         out.append([None if a is None else votes[a] / n for a in group])
     return out
+
+
+# ---------------------------------------------------------------------------- diversity
+
+
+def distinct_answers(answers: Sequence[Sequence[str | None]]) -> float:
+    """Mean over prompts of the number of distinct parsed answers among its samples.
+
+    answers[p][i] as in `consistency`; a format failure (None) is not an answer and is not
+    counted. 1.0 means every prompt's samples agree; n means they all differ. It falls when a
+    recipe concentrates probability mass on one answer per prompt (Zhu et al. 2025, "The
+    Surprising Effectiveness of Negative Reinforcement": PSR narrows, NSR keeps the spread).
+    """
+    if not answers:
+        raise ValueError("distinct_answers needs at least one prompt")
+    return float(np.mean([len({a for a in group if a is not None}) for group in answers]))
+
+
+def mean_token_entropy(entropy_sums: ArrayLike, lengths: ArrayLike) -> float | None:
+    """Mean per-token entropy (nats) over every completion token of every sample.
+
+    entropy_sums[i] is the sum over sample i's tokens of H(pi(. | x, y_<t)); lengths[i] its
+    token count. Token-weighted, like the held-out token entropy of Zhu et al. 2025 (Fig. 4);
+    None when there are no tokens.
+    """
+    total = float(np.asarray(lengths, dtype=float).sum())
+    return float(np.asarray(entropy_sums, dtype=float).sum() / total) if total > 0 else None
 
 
 # ---------------------------------------------------------------------------- summary

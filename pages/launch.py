@@ -19,7 +19,7 @@ FORM_FIELDS = ("task", "recipe", "seed", "steps", "prompts_per_step", "group_siz
                "eval_samples", "wr_lambda", "rlsf_beta", "rlsf_threshold", "rlsf_signal",
                "device", "max_new_tokens", "reasoning", "trust_remote_code", "grader",
                "question_field", "answer_field", "dataset_subset", "dataset_split",
-               "gradient_checkpointing", "generation_batch_size")
+               "gradient_checkpointing", "generation_batch_size", "init_from")
 TASKS = {**api.task_choices(), **task_source.SOURCES}
 MODELS = api.model_choices()
 
@@ -69,6 +69,11 @@ task_kind = c2.selectbox("Task (difficulty)", list(TASKS), format_func=TASKS.get
 recipe = c3.selectbox("Recipe", RECIPE_NAMES, key="launch_recipe", help=help_text("recipe"))
 c3.caption(RECIPE_INFO[recipe].summary)
 st.latex(RECIPE_INFO[recipe].formula)
+
+finished = {r.id: r for r in api.runs_to_start_from(api.list_runs(), model)}
+st.selectbox("Start from", ["", *finished], key="launch_init_from", help=help_text("init_from"),
+             format_func=lambda i: "the model itself (a fresh adapter)" if not i
+             else f"the end of {common.run_label(finished[i])}")
 
 chosen = task_source.draw(task_kind)  # an upload with its column mapping, or a dataset
 task, problems = chosen.task, list(chosen.problems)

@@ -138,6 +138,8 @@ def live() -> None:
         [(f"step {e['step']}", e.get("pass_at_k"), palette[i % len(palette)], "solid")
          for i, e in enumerate(r.evals) if e["step"] in chosen]), key="run_chart_passk")
     p2.plotly_chart(charts.calibration_over_steps(r.evals, signal), key="run_chart_cal")
+    if any(e.get("entropy") is not None for e in r.evals):  # runs logged before it lack it
+        st.plotly_chart(charts.spread(r.evals), key="run_chart_spread")
 
     st.subheader("Completions")
     samples = api.load_samples(r.id)

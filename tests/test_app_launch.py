@@ -133,3 +133,22 @@ def test_a_full_machine_says_the_run_will_wait_in_the_queue(runs_dir, monkeypatc
     set_status(runs_dir, IDS[2], status="queued", pid=os.getpid())
     at = ok(page("launch"))
     assert "2 of 2 runs are training now, 1 waiting" in at.warning[0].value
+
+
+def test_launch_offers_finished_runs_with_an_adapter_as_a_starting_point(runs_dir, fake_launch):
+    """init_from: only finished runs of the same model that kept their final adapter are
+    offered; the chosen one is recorded in the launched config."""
+    from core.runs.store import ADAPTER_FILE
+
+    with_adapter = IDS[0]
+    (runs_dir / with_adapter / ADAPTER_FILE).write_bytes(b"weights")
+    at = ok(page("launch"))
+    box = at.selectbox(key="launch_init_from")
+    assert len(box.options) == 2 and box.options[0] == "the model itself (a fresh adapter)"
+    assert with_adapter[-4:] in box.options[1]  # labelled like every run picker
+    assert box.help == help_text("init_from")
+    box.set_value(with_adapter).run()
+    at.button(key="launch_go").click().run()
+    ok(at)
+    (config,) = fake_launch
+    assert config.init_from == with_adapter

@@ -216,3 +216,28 @@ def test_a_refused_continue_is_shown_in_words(runs_dir, monkeypatch):
     ok(at)
     assert "Could not continue the run: lr must be a finite number" in texts(at)
     assert "Traceback" not in texts(at)
+
+
+def add_spread(root, run_id):
+    """Give a recorded run's evaluations the entropy and distinct-answer keys newer runs log."""
+    path = root / run_id / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for i, row in enumerate(rows):
+        if "eval/accuracy" in row:
+            row["eval/entropy"], row["eval/distinct_answers"] = 0.3 - 0.01 * i, 3.0 - 0.1 * i
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_spread_chart_draws_entropy_and_distinct_answers(runs_dir):
+    at = ok(page("run", {"run": RLCR}))
+    assert not any("Spread" in f["layout"]["title"]["text"] for f in figures(at))  # not logged
+    add_spread(runs_dir, RLCR)
+    at = ok(page("run", {"run": RLCR}))
+    fig = figure(at, "Spread of the held-out samples")
+    evals = evals_of(RLCR)
+    assert fig["data"][0]["y"] == [e["entropy"] for e in evals]
+    assert fig["data"][1]["y"] == [e["distinct_answers"] for e in evals]
+    at = page("compare")
+    options = at.selectbox(key="compare_metric").options
+    assert "token entropy, nats (held-out)" in options
+    assert "distinct answers per prompt (held-out)" in options

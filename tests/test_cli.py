@@ -178,3 +178,18 @@ def test_unknown_hub_id_offline_is_refused_with_how_to_download(tmp_path):
     assert "nobody-here/NoSuchModel-0.5B is not in the Hugging Face cache" in line
     assert "offline" in line and "hf download nobody-here/NoSuchModel-0.5B" in line
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_init_from_is_a_flag_and_a_missing_run_is_refused_before_anything_starts(
+        tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    proc = run_cli("train", "--help")
+    assert squash(help_text("init_from")) in squash(proc.stdout)
+    proc = run_cli("train", "--init-from", "20990101-000000-binary-s0-zzzz", "--runs-dir",
+                   str(runs), runs_dir=runs)
+    assert proc.returncode == 2
+    assert "init_from: no run '20990101-000000-binary-s0-zzzz'" in proc.stderr
+    assert not any(runs.glob("*-binary-*"))  # no run folder was made
+    proc = run_cli("experiment", "--help")
+    assert "--init-from" not in proc.stdout  # the experiment sets it per chained run
+    assert "calibration is another name for classic" in squash(proc.stdout)

@@ -1,25 +1,28 @@
-"""The classic experiment: aggregation, target checks, and a tiny end-to-end run."""
+"""Named experiments: aggregation, the classic targets, the registry, and a tiny end-to-end
+run through the shared runner and queue."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.experiments.experiment import (
-    CLASSIC_RECIPES,
-    EXPERIMENT_SETTINGS,
-    build_summary,
-    check_targets,
-    mean_sd,
-    pool_calibration,
-    run_classic,
+from core.config import PRESETS
+from core.experiments.aggregation import build_summary, mean_sd, pool_calibration
+from core.experiments.orchestrator import run_experiment
+from core.experiments.registry import EXPERIMENTS
+from core.experiments.report import SECTIONS, render_report
+from core.experiments.targets import (
+    classic_targets,
     target_answer_prob,
     target_binary,
     target_nsr,
@@ -27,7 +30,7 @@ from core.experiments.experiment import (
     target_rlcr,
     target_rlsf,
 )
-from core.experiments.report import render_report
+from core.runs.slots import MAX_RUNS_ENV
 from core.runs.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +112,7 @@ def test_target_rlsf_reports_without_verdict() -> None:
 
 
 def test_missing_recipes_are_not_run_and_missing_numbers_fail() -> None:
-    assert [t.status for t in check_targets(summary_of({}))] == ["not run"] * 6
+    assert [t.status for t in classic_targets(summary_of({}))] == ["not run"] * 6
     res = target_binary(summary_of({"binary": {"accuracy": (0.5, 0.6)}}))
     assert res.status == "FAIL" and res.checks[1].measured == "n/a"
 
@@ -135,7 +138,8 @@ def test_build_summary_means_sds_curves_and_pooling() -> None:
     runs.append({"id": "r9", "recipe": "nsr", "seed": 0, "status": "failed", "error": "boom",
                  "evals": [_eval(0, 0.9, 0.9, 0.9, [9, 9])]})
     s = build_summary(runs, task="add", seeds=[0, 1], recipes=["binary", "nsr"],
-                      settings={"steps": 10}, wall_seconds=12.34)
+                      settings={"steps": 10}, wall_seconds=12.34, experiment="classic",
+                      question="?", targets=classic_targets)
     assert s["pass_k_max"] == 16 and s["wall_seconds"] == 12.3
     assert [r["id"] for r in s["runs"]] == ["r0", "r1", "r9"]
     assert list(s["aggregates"]) == ["binary"]  # the failed run is listed, not averaged
@@ -149,7 +153,7 @@ def test_build_summary_means_sds_curves_and_pooling() -> None:
     assert end["hist_correct"] == [4, 4] and end["hist_incorrect"] == [2, 2]
     assert end["reliability"][0]["count"] == 4
     assert s["targets"][0]["status"] == "PASS"  # +0.15 accuracy, AUROC 0.6, ECE 0.2
-    html = render_report(s)
+    html = render_report(s, "Classic experiment")
     assert "boom" in html and "r9" in html and not EXTERNAL_SCRIPT.search(html)
 
 
@@ -180,16 +184,24 @@ def _show(run_id: str, runs_dir: Path) -> dict[str, Any]:
 
 
 def test_cli_experiment_end_to_end(tmp_path: Path) -> None:
-    """Two recipes, one seed, two steps on the embedded model, through the CLI."""
+    """Two recipes, one seed, two steps on the embedded model, through the CLI. The queue's
+    cap is 1, so the two runs (both launched at once, --workers 2) train one after the
+    other: the experiment's runs wait in the same queue as the app's."""
     runs_dir, out = tmp_path / "runs", tmp_path / "out"
     flags = [x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]
     proc = subprocess.run(
         [sys.executable, "-m", "core", "experiment", "classic", "--recipes", "binary,nsr",
          "--seeds", "0", "--workers", "2", "--runs-dir", str(runs_dir), "--out", str(out),
-         *flags], capture_output=True, text=True, cwd=ROOT, timeout=300)
+         *flags], capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, MAX_RUNS_ENV: "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     assert "classic add: 4/4 steps, 0 running, 2 done, 0 failed" in proc.stderr
+    status = [json.loads((runs_dir / r / "status.json").read_text())
+              for r in RunStore(runs_dir).ids()]
+    assert all(s["slot"] == 0 for s in status)  # each took the one slot in turn
+    first, second = sorted(status, key=lambda s: s["running_at"])
+    assert first["ended_at"] <= second["running_at"]
 
     html = (out / "report.html").read_text()
     assert not EXTERNAL_SCRIPT.search(html)
@@ -203,7 +215,8 @@ def test_cli_experiment_end_to_end(tmp_path: Path) -> None:
     assert summary["task"] == "add" and summary["seeds"] == [0]
     assert summary["settings"]["steps"] == 2 and summary["overrides"] == TINY
     assert summary["settings"]["eval_samples"] == 4 and summary["pass_k_max"] == 4
-    assert {k: v for k, v in EXPERIMENT_SETTINGS.items() if k not in TINY}.items() <= \
+    assert summary["experiment_settings"] == PRESETS["classic"]
+    assert {k: v for k, v in PRESETS["classic"].items() if k not in TINY}.items() <= \
         summary["settings"].items()
     assert summary["wall_seconds"] > 0
     assert [(r["recipe"], r["seed"]) for r in summary["runs"]] == [("binary", 0), ("nsr", 0)]
@@ -248,10 +261,10 @@ def test_failed_runs_do_not_stop_the_experiment(tmp_path: Path) -> None:
     (model / "config.json").write_text('{"lab_prompt_format": "compact"}')
     (model / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
     with open(tmp_path / "progress.txt", "w") as progress:
-        result = run_classic(task="add", seeds=[0], recipes=["nsr"], workers=1,
-                             out=tmp_path / "out", runs_dir=tmp_path / "runs",
-                             overrides={**TINY, "model": str(model), "steps": 1},
-                             stream=progress)
+        result = run_experiment("classic", task="add", seeds=[0], recipes=["nsr"],
+                                workers=1, out=tmp_path / "out", runs_dir=tmp_path / "runs",
+                                overrides={**TINY, "model": str(model), "steps": 1},
+                                stream=progress)
     assert "0 done, 1 failed" in (tmp_path / "progress.txt").read_text()
     assert [r["status"] for r in result.failed] == ["failed"]
     assert result.summary["runs"][0]["error"]
@@ -263,5 +276,42 @@ def test_failed_runs_do_not_stop_the_experiment(tmp_path: Path) -> None:
     assert RunStore(tmp_path / "runs").load(result.summary["runs"][0]["id"]).status == "failed"
 
 
-def test_classic_recipes_are_the_six() -> None:
-    assert CLASSIC_RECIPES == ("binary", "rlcr", "psr", "nsr", "w-reinforce", "rlsf")
+def test_registry_classic_is_the_six_recipes_on_its_preset() -> None:
+    classic = EXPERIMENTS["classic"]
+    assert classic.recipes == ("binary", "rlcr", "psr", "nsr", "w-reinforce", "rlsf")
+    assert classic.settings == PRESETS["classic"] and classic.seeds == (0, 1, 2)
+    for e in EXPERIMENTS.values():  # every experiment names report sections that exist
+        assert e.preset in PRESETS and set(e.sections or SECTIONS) <= set(SECTIONS)
+
+
+def test_sigterm_stops_the_experiments_runs_and_still_writes_the_report(tmp_path: Path) -> None:
+    """SIGTERM while the first run trains: that run is stopped through the runner, the run
+    not yet launched (--workers 1) is listed as not started, and the outputs are written."""
+    runs_dir, out = tmp_path / "runs", tmp_path / "out"
+    flags = [x for k, v in {**TINY, "steps": 500, "eval_every": 0}.items()
+             for x in (f"--{k.replace('_', '-')}", str(v))]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core", "experiment", "classic", "--recipes", "binary,nsr",
+         "--seeds", "0", "--workers", "1", "--runs-dir", str(runs_dir), "--out", str(out),
+         *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # until the first run has trained a step
+            ids = RunStore(runs_dir).ids() if runs_dir.is_dir() else []
+            if ids and RunStore(runs_dir).load(ids[0], metrics=False).step >= 1:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first run never trained a step")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert [(r["recipe"], r["status"]) for r in summary["runs"]] == [
+        ("binary", "stopped"), ("nsr", "not started")]
+    (run_id,) = RunStore(runs_dir).ids()
+    assert RunStore(runs_dir).load(run_id, metrics=False).status == "stopped"
+    assert (out / "report.html").is_file()

@@ -17,9 +17,11 @@ from core.metrics import (
     brier,
     calibration_summary,
     consistency,
+    distinct_answers,
     ece,
     histogram,
     mean_pass_at_k,
+    mean_token_entropy,
     overconfidence,
     pass_at_k,
     reliability,
@@ -297,3 +299,17 @@ def test_calibration_summary_one_class_is_json_clean():
     assert s.overconfidence == pytest.approx(2.89 / 3 - 1)
     text = json.dumps(s.to_dict(), allow_nan=False)
     assert json.loads(text)["count"] == 3
+
+
+def test_distinct_answers_hand_values() -> None:
+    # prompt 1: {"3", "4"} = 2; prompt 2: {"7"} = 1 (the failure is no answer); prompt 3: 0.
+    answers = [["3", "4", "3"], ["7", None, "7"], [None, None, None]]
+    assert distinct_answers(answers) == pytest.approx((2 + 1 + 0) / 3)
+    with pytest.raises(ValueError):
+        distinct_answers([])
+
+
+def test_mean_token_entropy_is_token_weighted() -> None:
+    # Two samples: 3 tokens summing to 1.5 nats, 1 token of 0.5 nats -> 2.0 / 4 tokens.
+    assert mean_token_entropy([1.5, 0.5], [3, 1]) == pytest.approx(0.5)
+    assert mean_token_entropy([0.0], [0]) is None

@@ -6,6 +6,7 @@ The arithmetic behind every expected number is written out in the comments.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -416,3 +417,38 @@ def test_recipe_reference_needs():
     assert not RECIPES["binary"].needs_span_confidence
     assert not RECIPES["binary"].needs_reference(RunConfig())
     assert RECIPES["binary"].needs_reference(RunConfig(kl_beta=0.1))
+
+
+class _Unreadable:
+    """Stands in for the correctness labels: any use of it fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"rlsf read the correctness labels (.{name})")
+
+    def __getitem__(self, key):
+        raise AssertionError("rlsf read the correctness labels (indexing)")
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("rlsf read the correctness labels (as an array)")
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        raise AssertionError(f"rlsf read the correctness labels ({func.__name__})")
+
+
+@pytest.mark.parametrize("kl_beta", [0.0, 0.3])
+def test_rlsf_loss_never_reads_correctness(kl_beta):
+    """rlsf is label-free: its loss, its rows and its reward are computed with the labels
+    replaced by an object that fails on any use, and equal the hand-worked values."""
+    config = RunConfig(recipe="rlsf", kl_beta=kl_beta)
+    batch = make_batch(ref="dpo")
+    blind = replace(batch, correct=_Unreadable())
+    assert bool(RECIPES["rlsf"].rows_to_score(blind, config).all())
+    result = RECIPES["rlsf"].fn(blind, config)
+    expected = RECIPES["rlsf"].fn(make_batch(ref="dpo"), config)
+    assert close(result.loss, float(expected.loss.detach()))
+    if kl_beta == 0.0:
+        assert close(result.loss, DPO_EXPECTED)
+    assert torch.allclose(result.rewards, t(SPAN))
+    result.loss.backward()
+    assert blind.logprobs.grad is not None

@@ -73,3 +73,79 @@ def test_pretraining_is_deterministic() -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_rlsf_training_is_blind_to_correctness(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two rlsf runs, one with every correctness label flipped, move the LoRA weights
+    identically: nothing the update does depends on whether an answer is right."""
+    import dataclasses
+
+    import core.engine.train as train_module
+
+    config = build_config("smoke", recipe="rlsf", steps=2, no_eval=True, threads=1,
+                          rlsf_threshold=0.0)
+    honest_grade = train_module.grade
+    weights = []
+    for flip in (False, True):
+        if flip:
+            monkeypatch.setattr(train_module, "grade", lambda *a: dataclasses.replace(
+                honest_grade(*a), correct=1.0 - honest_grade(*a).correct))
+        loaded = load_policy(config)
+        assert train(config, RunStore(tmp_path / str(flip)).create(config),
+                     loaded=loaded) == "finished"
+        weights.append({n: p.detach().clone() for n, p in loaded.model.named_parameters()
+                        if "lora_" in n})
+    assert any(bool(w.abs().sum() > 0) for n, w in weights[0].items() if "lora_B" in n)
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+
+
+def test_init_from_starts_where_the_other_run_ended(tmp_path: Path) -> None:
+    """A run with init_from begins at the other run's final policy, and its reference (the
+    adapter off) is that policy too; a chain of two folds both adapters in."""
+    from core.runs.runner import check_init_from
+    from core.runs.store import ADAPTER_FILE
+
+    store = RunStore(tmp_path)
+    ids = torch.tensor([[1, 5, 6, 14, 7, 8, 17]])  # <bos>12+34=
+
+    def logits(model: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return model(input_ids=ids).logits
+
+    ends = []
+    parent = ""
+    for recipe in ("binary", "psr"):
+        config = build_config("smoke", recipe=recipe, steps=2, no_eval=True, threads=1,
+                              init_from=parent)
+        check_init_from(config, store)
+        loaded = load_policy(config, store.path(parent) if parent else None)
+        start = logits(loaded.model)
+        if ends:  # the second run starts at the end of the first, its reference too
+            assert torch.allclose(start, ends[-1], atol=1e-5)
+            with loaded.model.disable_adapter():
+                assert torch.allclose(logits(loaded.model), ends[-1], atol=1e-5)
+            assert torch.allclose(logits(loaded.sampling_model()), ends[-1], atol=1e-5)
+        writer = store.create(config)
+        assert train(config, writer, loaded=loaded) == "finished"
+        writer.update_status(status="finished")  # what `execute` records around `train`
+        assert (writer.path / ADAPTER_FILE).is_file()
+        ends.append(logits(loaded.model))
+        assert not torch.allclose(ends[-1], start, atol=1e-5)  # training moved it
+        parent = writer.run_id
+    # A third run from the second sees both adapters folded in.
+    chained = load_policy(build_config("smoke", init_from=parent, threads=1), store.path(parent))
+    assert torch.allclose(logits(chained.model), ends[-1], atol=1e-5)
+    first = next(r for r in store.list() if r.id != parent)
+    assert store.load(parent).config["init_from"] == first.id  # recorded in config.json
+
+
+def test_init_from_refuses_a_missing_or_unfinished_run(tmp_path: Path) -> None:
+    from core.runs.runner import check_init_from
+
+    store = RunStore(tmp_path)
+    with pytest.raises(ValueError, match="no run"):
+        check_init_from(build_config("smoke", init_from="nope"), store)
+    queued = store.create(build_config("smoke"))
+    with pytest.raises(ValueError, match="only a finished run"):
+        check_init_from(build_config("smoke", init_from=queued.run_id), store)

@@ -17,7 +17,7 @@ REFRESH_SECONDS = 2.0  # live views poll the run folder this often
 STATUS_COLORS = {"queued": "violet", "running": "blue", "finished": "green", "failed": "red",
                  "stopped": "gray", "damaged": "orange"}
 PAGES = {"home": "app.py", "launch": "pages/launch.py", "run": "pages/run.py",
-         "compare": "pages/compare.py", "runs": "pages/runs.py"}
+         "compare": "pages/compare.py", "runs": "pages/runs.py", "report": "pages/report.py"}
 
 
 NAV = (("home", "Home", ":material/home:"), ("launch", "Launch", ":material/rocket_launch:"),
@@ -196,7 +196,9 @@ TRAIN_LABELS = {"reward/mean": "reward (train)", "accuracy": "accuracy (train ba
 EVAL_LABELS = {"accuracy": "accuracy (held-out, sampled)",
                "greedy_accuracy": "greedy accuracy (held-out, T = 0)",
                "format_rate": "format rate (held-out)",
-               "mean_length": "completion length (held-out)"}
+               "mean_length": "completion length (held-out)",
+               "entropy": "token entropy, nats (held-out)",
+               "distinct_answers": "distinct answers per prompt (held-out)"}
 CAL_LABELS = {"ece": "ECE", "brier": "Brier", "auroc": "AUROC",
               "overconfidence": "overconfidence", "mean_confidence": "mean confidence"}
 SHORT_SIGNAL = {"verbalized": "verbalized", "answer_prob": "answer prob.",
@@ -243,6 +245,7 @@ def summary_rows(records: Sequence[RunRecord], signal: str) -> list[dict[str, An
     if ks:
         metrics += [("Pass@1", "pass_at_k/1")] + ([(f"Pass@{ks[-1]}", f"pass_at_k/{ks[-1]}")]
                                                   if ks[-1] != 1 else [])
+    metrics += [("token entropy", "entropy"), ("distinct answers", "distinct_answers")]
     sig = SHORT_SIGNAL.get(signal, signal)
     metrics += [(f"{label} ({sig})", f"calibration/{signal}/{key}")
                 for key, label in CAL_LABELS.items() if key != "overconfidence"]

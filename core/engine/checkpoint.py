@@ -28,6 +28,20 @@ CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = 1
 
 
+def save_adapter(model: torch.nn.Module, path: os.PathLike[str] | str) -> None:
+    """The trainable (LoRA) weights alone, written atomically: a run's final policy."""
+    save_atomically({"format": FORMAT, "lora": {n: p.detach().cpu()
+                                                for n, p in _trainable(model).items()}}, path)
+
+
+def load_adapter(path: os.PathLike[str] | str) -> dict[str, torch.Tensor]:
+    """The LoRA weights `save_adapter` wrote, by parameter name."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an adapter file this version can read")
+    return state["lora"]
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says what to do."""
 

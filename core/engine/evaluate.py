@@ -1,7 +1,8 @@
 """Evaluation on the fixed held-out set (SCIENCE.md, "Metrics").
 
 n samples per prompt at the eval temperature, plus one greedy answer per prompt, then
-accuracy, Pass@k, format rate, length and calibration for each confidence signal.
+accuracy, Pass@k, format rate, length, the spread of the samples (mean per-token entropy of
+the policy, distinct answers per prompt) and calibration for each confidence signal.
 Sampling is seeded by (run seed, step) inside a forked RNG, so evaluating more or less
 often never changes the training trajectory.
 """
@@ -21,7 +22,6 @@ from core.data.formats import PromptFormat
 from core.data.tasks import Example, Task
 from core.engine.rollout import answer_probability, grade, sample_in_slices
 
-SIGNALS = ("verbalized", "answer_prob", "consistency")
 MAX_ROWS_PER_GENERATE = 1024  # bounds memory on big models; the tiny model takes all at once
 
 
@@ -38,6 +38,7 @@ class _Samples:
     answer_prob: np.ndarray  # [P * n] NaN where no answer
     well_formed: np.ndarray  # [P * n] bool
     length: np.ndarray  # [P * n] completion tokens
+    entropy: np.ndarray  # [P * n] sum of per-token entropies (nats) over the completion
     answers: list[str | None]
     texts: list[str]
 
@@ -52,7 +53,7 @@ def _draw(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Promp
         graded.correct.numpy(), graded.confidence.double().numpy().round(6),
         answer_probability(rollout.logprobs, graded.answer_mask).float().cpu().numpy(),
         graded.well_formed.numpy(), rollout.completion_mask.sum(-1).cpu().numpy(),
-        graded.answers, rollout.texts)
+        rollout.entropy.sum(-1).float().cpu().numpy(), graded.answers, rollout.texts)
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,
@@ -78,6 +79,8 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Pr
             per_prompt.sum(1).astype(int), n, config.ks).items()},
         "format_rate": float(s.well_formed.mean()),
         "mean_length": float(s.length.mean()),
+        "entropy": metrics.mean_token_entropy(s.entropy, s.length),
+        "distinct_answers": metrics.distinct_answers(answers),
         "calibration": {name: metrics.calibration_summary(conf, s.correct).to_dict()
                         for name, conf in signals.items()},
     }

@@ -9,7 +9,9 @@ tokenizer's chat template with RLCR's tags (core.data.formats.TagFormat).
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from jinja2.exceptions import TemplateError
@@ -25,7 +27,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from core.config import RunConfig
 from core.data.formats import COMPACT, ChatRenderer, Messages, PromptFormat, TagFormat
+from core.engine.checkpoint import load_adapter
 from core.models.model_source import ModelError, ModelSource, check_model
+from core.runs.store import ADAPTER_FILE
 
 
 def mps_available() -> bool:
@@ -159,19 +163,43 @@ def enable_checkpointing(model: torch.nn.Module) -> None:
             module.training = True
 
 
-def load_policy(config: RunConfig) -> LoadedModel:
-    """The base model with a fresh LoRA adapter, seeded by the run's seed."""
+def lora_config(config: RunConfig) -> LoraConfig:
+    targets: str | list[str] = config.lora_targets.strip()
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+
+
+def merge_run_policy(base: PreTrainedModel, run_dir: Path) -> PreTrainedModel:
+    """`base` with the final policy of the run in `run_dir` folded into its weights: that
+    run's own starting point first (its `init_from`, recursively), then its adapter."""
+    prior = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    if prior.init_from:
+        base = merge_run_policy(base, run_dir.parent / prior.init_from)
+    peft = get_peft_model(base, lora_config(prior))
+    weights = load_adapter(run_dir / ADAPTER_FILE)
+    result = peft.load_state_dict(weights, strict=False)
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing:
+        raise ModelError(f"the adapter of run {run_dir.name} does not fit this model "
+                         f"({len(result.unexpected_keys)} unexpected, {len(missing)} missing "
+                         "weights)")
+    return peft.merge_and_unload()
+
+
+def load_policy(config: RunConfig, start_from: Path | None = None) -> LoadedModel:
+    """The base model with a fresh LoRA adapter, seeded by the run's seed. `start_from`, the
+    folder of the run `config.init_from` names, has its final policy merged in first."""
     source = check_model(config.model)
     device = pick_device(config.device)
     base, tokenizer = load_pretrained(source, config.model, model_dtype(device),
                                       config.trust_remote_code)
     fmt = prompt_format_for(base.config, tokenizer, config.reasoning)
+    if start_from is not None:
+        base = merge_run_policy(base, start_from)
     torch.manual_seed(config.seed)
-    targets: str | list[str] = config.lora_targets.strip()
-    if targets != "all-linear":
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
-    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    lora = lora_config(config)
     # The sampler is copied first: it only generates, so it never checkpoints.
     sampler = copy.deepcopy(base).to(device).eval() if config.merged_sampling else None
     if config.gradient_checkpointing:

@@ -234,7 +234,7 @@ class Recipe:
         loss and its gradient, and scoring them is wasted work. With a KL term or rlsf's
         DPO loss every row counts.
         """
-        every_row = torch.ones_like(batch.correct, dtype=torch.bool)
+        every_row = torch.ones(batch.mask.shape[0], dtype=torch.bool)  # [B]; rlsf: no labels
         if self.needs_reference(config):
             return every_row
         probe = torch.zeros_like(batch.mask, requires_grad=True)  # [B, T]

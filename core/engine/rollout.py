@@ -28,6 +28,7 @@ class Rollout:
     texts: list[str]  # [B] completion text without special tokens
     logprobs: torch.Tensor | None = None  # [B, T] log pi(y_t) at T = 1 while sampling; 0 on pad
     samples: int = 1  # rows per prompt; each prompt's rows are contiguous and share its prefix
+    entropy: torch.Tensor | None = None  # [B, T] H(pi(. | x, y_<t)) at T = 1, nats; 0 on pad
 
     @property
     def completion_ids(self) -> torch.Tensor:
@@ -42,7 +43,8 @@ class Rollout:
         return Rollout([self.examples[i] for i in keep], self.input_ids[idx],
                        self.attention_mask[idx], self.completion_mask[idx], self.prompt_width,
                        [self.texts[i] for i in keep],
-                       None if self.logprobs is None else self.logprobs[idx], self.samples)
+                       None if self.logprobs is None else self.logprobs[idx], self.samples,
+                       None if self.entropy is None else self.entropy[idx])
 
 
 def with_rows(base: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -85,8 +87,9 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Prom
     eos = _eos_ids(model, tokenizer).to(device)
     with torch.inference_mode():
         cache = _shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], samples)
-        completion, logprobs = _decode(model, input_ids, prompt_mask, cache, max_new_tokens,
-                                       temperature, eos, tokenizer.pad_token_id)
+        completion, logprobs, entropy = _decode(model, input_ids, prompt_mask, cache,
+                                                max_new_tokens, temperature, eos,
+                                                tokenizer.pad_token_id)
     completion, logprobs = completion.clone(), logprobs.clone()  # normal tensors for autograd
     is_eos = torch.isin(completion, eos)  # [B, T]
     # Tokens after the first EOS are padding: mask = 1 up to and including the first EOS.
@@ -97,7 +100,8 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Prom
     texts = tokenizer.batch_decode(visible, skip_special_tokens=True)
     return Rollout([ex for ex in examples for _ in range(samples)],
                    torch.cat([input_ids, visible], dim=1), attention_mask, completion_mask,
-                   input_ids.shape[1], texts, logprobs * completion_mask, samples)
+                   input_ids.shape[1], texts, logprobs * completion_mask, samples,
+                   entropy.clone() * completion_mask)
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
@@ -111,8 +115,9 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> torc
 
 def _decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
             cache: Cache | None, max_new_tokens: int, temperature: float | None,
-            eos: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token by token with the KV cache: (tokens [B, T], log pi(token) at T = 1 [B, T]).
+            eos: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token by token with the KV cache: (tokens [B, T], log pi(token) at T = 1 [B, T],
+    entropy of pi at T = 1 [B, T]).
 
     The same sampling as `generate` with do_sample, temperature, top_k = 0 and top_p = 1 (the
     same tokens for the same seed; tested), without a hub model's own sampling defaults
@@ -123,7 +128,7 @@ def _decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: tor
     done_before = 0 if cache is None else cache.get_seq_length()
     step_ids, step_pos = input_ids[:, done_before:], positions[:, done_before:]
     finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-    tokens, logprobs = [], []
+    tokens, logprobs, entropy = [], [], []
     for _ in range(max_new_tokens):
         out = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_pos,
                     cache=cache, use_cache=True, logits_to_keep=1)
@@ -135,13 +140,16 @@ def _decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: tor
             chosen = torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(1)
         chosen = chosen.masked_fill(finished, pad_id)  # [B]
         tokens.append(chosen)
-        logprobs.append(torch.log_softmax(logits, -1).gather(1, chosen[:, None]).squeeze(1))
+        log_p = torch.log_softmax(logits, -1)  # [B, V]
+        logprobs.append(log_p.gather(1, chosen[:, None]).squeeze(1))
+        # The policy's own spread (T = 1), whatever temperature sampled: -sum p log p.
+        entropy.append(-(log_p.exp() * log_p).sum(-1))  # [B]
         finished = finished | torch.isin(chosen, eos)
         if bool(finished.all()):
             break
         step_ids, step_pos = chosen[:, None], step_pos[:, -1:] + 1  # [B, 1]
         attention_mask = torch.cat([attention_mask, torch.ones_like(step_ids)], dim=1)
-    return torch.stack(tokens, 1), torch.stack(logprobs, 1)  # [B, T], [B, T]
+    return torch.stack(tokens, 1), torch.stack(logprobs, 1), torch.stack(entropy, 1)
 
 
 def _shared_prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
@@ -183,7 +191,7 @@ def join_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
     def pad(x: torch.Tensor, left: int, right: int, value: float) -> torch.Tensor:
         return torch.nn.functional.pad(x, (left, right), value=value)
 
-    ids, attn, comp, logprobs = [], [], [], []
+    ids, attn, comp, logprobs, entropy = [], [], [], [], []
     for r in parts:
         left, right = width - r.prompt_width, length - r.completion_ids.shape[1]
         ids.append(pad(r.input_ids, left, right, pad_id))  # [b, W + T]
@@ -191,10 +199,13 @@ def join_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
         comp.append(pad(r.completion_mask, 0, right, 0))  # [b, T]
         if r.logprobs is not None:
             logprobs.append(pad(r.logprobs, 0, right, 0.0))  # [b, T]
+        if r.entropy is not None:
+            entropy.append(pad(r.entropy, 0, right, 0.0))  # [b, T]
     return Rollout([ex for r in parts for ex in r.examples], torch.cat(ids), torch.cat(attn),
                    torch.cat(comp), width, [t for r in parts for t in r.texts],
                    torch.cat(logprobs) if len(logprobs) == len(parts) else None,
-                   parts[0].samples)
+                   parts[0].samples,
+                   torch.cat(entropy) if len(entropy) == len(parts) else None)
 
 
 @cache

@@ -12,7 +12,7 @@ import torch
 
 from core.config import RunConfig, learning_rate
 from core.data.task_data import task_for
-from core.engine.checkpoint import Checkpointer
+from core.engine.checkpoint import Checkpointer, save_adapter
 from core.engine.evaluate import evaluate
 from core.engine.modeling import LoadedModel, load_policy
 from core.engine.recipes import RECIPES, RecipeBatch
@@ -24,7 +24,7 @@ from core.engine.rollout import (
     span_confidence,
     with_rows,
 )
-from core.runs.store import RunWriter
+from core.runs.store import ADAPTER_FILE, RunWriter
 
 
 class TrainingError(RuntimeError):
@@ -39,7 +39,8 @@ def train(config: RunConfig, writer: RunWriter,
     `loaded` lets a caller (a test) pass the policy in and inspect it afterwards.
     """
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
-    loaded = loaded or load_policy(config)
+    start_from = writer.path.parent / config.init_from if config.init_from else None
+    loaded = loaded or load_policy(config, start_from)
     model, tokenizer, fmt = loaded.model, loaded.tokenizer, loaded.prompt_format
     task = task_for(config)
     eval_set = task.eval_set(config.eval_prompts)
@@ -132,6 +133,7 @@ def train(config: RunConfig, writer: RunWriter,
         checkpoints.maybe_save(step)
     if config.steps > 0:
         run_eval(config.steps)
+        save_adapter(model, writer.path / ADAPTER_FILE)  # what `init_from` starts from
     return "finished"
 
 

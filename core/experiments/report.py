@@ -1,7 +1,7 @@
 """The experiment report: plain Plotly figures and one self-contained HTML page.
 
 Everything here is a pure function of the experiment's summary dict (see
-`core.experiments.experiment.build_summary`), so a report can be rebuilt from `summary.json` alone.
+`core.experiments.aggregation.build_summary`), so a report can be rebuilt from `summary.json` alone.
 Charts come from `core.charts` (plotly only, no streamlit), the same ones the app draws.
 The page inlines plotly.js once and loads nothing from the network.
 """
@@ -185,23 +185,139 @@ def runs_table(runs: Sequence[dict[str, Any]]) -> str:
 
 
 def _provenance(summary: dict[str, Any]) -> str:
-    """Where the settings came from: the experiment preset and any overrides."""
+    """Where the settings came from: the experiment's settings and any overrides."""
     def kv(d: dict[str, Any]) -> str:
         return ", ".join(f"{k} = {v!r}" for k, v in d.items()) or "none"
 
     if "experiment_settings" not in summary:
         return ""
-    return (f"<p>EXPERIMENT_SETTINGS: <code>{_e(kv(summary['experiment_settings']))}</code>. "
-            f"Overridden for this experiment: <code>{_e(kv(summary.get('overrides', {})))}"
-            "</code>. Threads per run = cores ÷ workers.</p>")
+    return (f"<p>The experiment's settings: <code>{_e(kv(summary['experiment_settings']))}"
+            f"</code>. Overridden for this experiment: <code>"
+            f"{_e(kv(summary.get('overrides', {})))}</code>. Threads per run = cores ÷ the "
+            "experiment's runs that may train at once.</p>")
 
 
-def render_report(summary: dict[str, Any]) -> str:
-    """The whole report as one self-contained HTML page."""
+def _settings_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    return ["<h2>Settings</h2><p>One set of settings for every recipe; only the recipe, the "
+            "seed and a chained arm's starting point differ between runs.</p>",
+            _provenance(summary), settings_table(summary["settings"])]
+
+
+def _targets_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    return ["<h2>Targets</h2><p>Fixed thresholds checked against the measured means over "
+            "seeds; the settings are the same for every recipe and are not tuned to pass.</p>",
+            targets_html(summary["targets"])]
+
+
+def _metrics_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    return ["<h2>Start → end, mean ± sd over seeds</h2>",
+            f"<p>Start = step 0 (the embedded model before training), end = the final "
+            f"evaluation. Pass@k at the largest k evaluated, k = {summary['pass_k_max']}.</p>",
+            metrics_table(summary)]
+
+
+def _curves_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    return ["<h2>Over training</h2><p>Each line is a recipe's mean over its finished seeds at "
+            "every evaluation. Overconfidence = mean confidence − accuracy.</p>"
+            "<div class='grid'>",
+            *(fig(curve_figure(summary, key, t, yr)) for key, t, yr in CURVES), "</div>"]
+
+
+def _reliability_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    return ["<h2>Final reliability diagrams</h2><p>Accuracy against mean confidence per bin, "
+            "pooled over seeds; a calibrated model follows the diagonal. Marker size grows "
+            "with the bin's share of samples.</p><div class='grid'>",
+            *(fig(reliability_figure(summary, r)) for r in summary["aggregates"]), "</div>"]
+
+
+def _histograms_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    parts = ["<h2>Verbalized confidence histograms: start vs end</h2>"
+             "<p>Samples per confidence bin, correct and wrong stacked, pooled over seeds.</p>"]
+    for r in summary["aggregates"]:
+        parts += ["<div class='pair'>", fig(histogram_figure(summary, r, "start")),
+                  fig(histogram_figure(summary, r, "end")), "</div>"]
+    return parts
+
+
+def _claim_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    """What the literature reports, and whether this machine's runs held it."""
+    if not summary.get("claim"):
+        return []
+    judged = [t for t in summary["targets"] if t["status"] in ("PASS", "FAIL")]
+    held = sum(t["status"] == "PASS" for t in judged)
+    verdict = (f"{held} of {len(judged)} targets held"
+               + (": the claim held." if judged and held == len(judged) else
+                  ": the claim did not hold in full (see Targets)." if judged else "."))
+    chains = "".join(f"<p>The arm <b>{_e(a)}</b> is {_e(c['recipe'])} started from the end "
+                     f"of the same seed's {_e(c['after'])} run (<code>init_from</code>).</p>"
+                     for a, c in (summary.get("chains") or {}).items())
+    return [f"<h2>The claim</h2><p><b>Literature</b> ({_e(summary.get('source', ''))}): "
+            f"{_e(summary['claim'])}</p><p><b>This machine</b>: {_e(verdict)}</p>{chains}"]
+
+
+def spread_figure(summary: dict[str, Any]) -> go.Figure:
+    """Pass@k against k at the final evaluation, mean over seeds, one line per recipe, with
+    the start (every recipe's step 0 is the same model) dashed in grey."""
+    items = []
+    first = next(iter(summary["aggregates"]), None)
+    if first is not None:
+        items.append(("start (step 0)", summary["pass_curve"][first]["start"], "#999999",
+                      "dash"))
+    items += [(r, summary["pass_curve"][r]["end"], _color(r), "solid")
+              for r in summary["aggregates"]]
+    return charts.pass_at_k(items, "Pass@k at the end, mean over seeds")
+
+
+def _spread_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    parts = ["<h2>Coverage and spread</h2><p>Pass@k over the whole k range at the end, and "
+             "two measures of how spread out the samples are, over training: the mean "
+             "per-token entropy of the policy (nats) and the number of distinct answers "
+             "among a prompt's n samples.</p><div class='grid'>"]
+    if summary.get("pass_curve"):
+        parts.append(fig(spread_figure(summary)))
+    parts += [fig(curve_figure(summary, "entropy", "Token entropy (nats)", None)),
+              fig(curve_figure(summary, "distinct_answers", "Distinct answers per prompt",
+                               None)), "</div>"]
+    return parts
+
+
+def monitor_figure(summary: dict[str, Any], arm: str) -> go.Figure:
+    """The run's own training reward beside held-out accuracy over training."""
+    m = summary["monitor"][arm]
+    return charts.reward_and_accuracy(m["step"], m["reward"], m["accuracy"],
+                                      f"{arm}: reward against accuracy")
+
+
+def _monitor_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    arms = list(summary.get("monitor", {}))
+    return ["<h2>Reward-hacking monitor</h2><p>Each run's own training reward (for rlsf: the "
+            "mean answer-span confidence of its samples, which needs no labels) beside its "
+            "held-out accuracy, mean over seeds. A reward that climbs while accuracy falls is "
+            "the model learning to be confident rather than right.</p><div class='grid'>",
+            *(fig(monitor_figure(summary, a)) for a in arms), "</div>"]
+
+
+def _runs_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    return ["<h2>Runs</h2>", runs_table(summary["runs"])]
+
+
+# Section name -> its HTML; an experiment lists the ones it shows (core.experiments.registry).
+SECTIONS = {"claim": _claim_section, "settings": _settings_section,
+            "targets": _targets_section, "metrics": _metrics_section,
+            "spread": _spread_section, "monitor": _monitor_section, "curves": _curves_section,
+            "reliability": _reliability_section, "histograms": _histograms_section,
+            "runs": _runs_section}
+# Nothing to draw without finished runs.
+NEED_FINISHED_RUNS = ("spread", "monitor", "curves", "reliability", "histograms")
+
+
+def render_report(summary: dict[str, Any], title: str,
+                  sections: Sequence[str] | None = None) -> str:
+    """The whole report as one self-contained HTML page: the heading, then `sections` in
+    order (None: every section)."""
     fig = _Figures()
-    recipes = list(summary["aggregates"])
     n_failed = sum(r["status"] != "finished" for r in summary["runs"])
-    title = f"Classic experiment — task {summary['task']}"
+    title = f"{title} — task {summary['task']}"
     parts = [
         f"<h1>{_e(title)}</h1>",
         f"<p class='question'><b>The question.</b> {_e(summary['question'])}</p>",
@@ -212,34 +328,11 @@ def render_report(summary: dict[str, Any]) -> str:
         + (" <b>Interrupted</b>: some runs were stopped early." if summary.get("interrupted")
            else "") + (f" Written {_e(summary['created_at'])}." if summary.get("created_at")
                        else "") + "</p>",
-        "<h2>Settings</h2><p>One set of settings for every recipe (and for both tasks); "
-        "only the recipe and the seed differ between runs.</p>",
-        _provenance(summary),
-        settings_table(summary["settings"]),
-        "<h2>Targets</h2><p>Fixed thresholds checked against the measured means over seeds; "
-        "the settings are the same for every recipe and are not tuned to pass.</p>",
-        targets_html(summary["targets"]),
-        "<h2>Start → end, mean ± sd over seeds</h2>",
-        f"<p>Start = step 0 (the embedded model before training), end = the final "
-        f"evaluation. Pass@k at the largest k evaluated, k = {summary['pass_k_max']}.</p>",
-        metrics_table(summary),
     ]
-    if recipes:
-        parts += ["<h2>Over training</h2><p>Each line is a recipe's mean over its finished "
-                  "seeds at every evaluation. Overconfidence = mean confidence − accuracy."
-                  "</p><div class='grid'>",
-                  *(fig(curve_figure(summary, key, t, yr)) for key, t, yr in CURVES), "</div>",
-                  "<h2>Final reliability diagrams</h2><p>Accuracy against mean confidence per "
-                  "bin, pooled over seeds; a calibrated model follows the diagonal. Marker "
-                  "size grows with the bin's share of samples.</p><div class='grid'>",
-                  *(fig(reliability_figure(summary, r)) for r in recipes), "</div>",
-                  "<h2>Verbalized confidence histograms: start vs end</h2>"
-                  "<p>Samples per confidence bin, correct and wrong stacked, pooled over seeds."
-                  "</p>"]
-        for r in recipes:
-            parts += ["<div class='pair'>", fig(histogram_figure(summary, r, "start")),
-                      fig(histogram_figure(summary, r, "end")), "</div>"]
-    parts += ["<h2>Runs</h2>", runs_table(summary["runs"])]
+    for name in SECTIONS if sections is None else sections:
+        if name in NEED_FINISHED_RUNS and not summary["aggregates"]:
+            continue
+        parts += SECTIONS[name](summary, fig)
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
             + "".join(parts) + "</body></html>")

@@ -22,6 +22,7 @@ from core.runs.failures import failure_message
 from core.models.model_source import check_hub_reachable, check_model
 from core.runs.store import (
     ACTIVE,
+    ADAPTER_FILE,
     ENDED_UNREPORTED,
     RunStore,
     RunWriter,
@@ -37,12 +38,34 @@ class ResumeError(ValueError):
     """A run that cannot continue; the message says why."""
 
 
-def preflight(config: RunConfig) -> None:
-    """Everything that can be checked without loading weights; raises with a clear message."""
+def preflight(config: RunConfig, runs_dir: Path | str | None = None) -> None:
+    """Everything that can be checked without loading weights; raises with a clear message.
+    `runs_dir` is the store the run will live in, where `init_from` is looked up."""
     source = check_model(config.model)
     task_for(config)  # a file or dataset task checks every row here
+    check_init_from(config, RunStore(runs_dir))
     slots.max_runs()  # a broken cap setting fails here, not in the background
     check_hub_reachable(source)  # last: the only check that may wait on the network
+
+
+def check_init_from(config: RunConfig, store: RunStore) -> None:
+    """The run `init_from` names must exist in `store`, have finished on the same model and
+    have saved its final adapter; ValueError says which of these is not so."""
+    if not config.init_from:
+        return
+    path = store.path(config.init_from)
+    if not path.is_dir():
+        raise ValueError(f"init_from: no run {config.init_from!r} in {store.root}")
+    record = store.load(config.init_from, metrics=False)
+    if record.status != "finished":
+        raise ValueError(f"init_from: run {config.init_from} is {record.status}; only a "
+                         "finished run has a final policy to start from")
+    if record.config.get("model") != config.model:
+        raise ValueError(f"init_from: run {config.init_from} trained "
+                         f"{record.config.get('model')!r}, not {config.model!r}")
+    if not (path / ADAPTER_FILE).is_file():
+        raise ValueError(f"init_from: run {config.init_from} has no {ADAPTER_FILE} (it ran "
+                         "0 steps, or before final adapters were kept)")
 
 
 class StopGuard:
@@ -177,7 +200,7 @@ def _reap(proc: subprocess.Popen, path: Path) -> None:
 def launch(config: RunConfig, runs_dir: Path | str | None = None,
            owner: str | None = None) -> str:
     """Check, create the run folder (status queued), and start its background process."""
-    preflight(config)
+    preflight(config, runs_dir)
     writer = RunStore(runs_dir).create(config, owner=owner)
     _spawn(writer)
     return writer.run_id
@@ -206,7 +229,7 @@ def reopen(run_id: str, runs_dir: Path | str | None = None) -> tuple[RunWriter, 
             raise ResumeError(f"run {run_id} is {record.status}: only a stopped or failed run "
                               "can continue")
         config = RunConfig.from_dict(record.config)  # config.json stays the source of truth
-        preflight(config)
+        preflight(config, store.root)
         writer = RunWriter(path)
         writer.update_status(status="queued", error=None, pid=os.getpid(),
                              pid_start=process_start(os.getpid()), queued_at=time.time(),

@@ -8,7 +8,8 @@ is plain text that can be zipped, diffed and read without the lab.
 
 Layout of `runs/<id>/`: config.json, status.json, metrics.jsonl (namespaced flat keys,
 `train/...` and `eval/...`, one row per step or evaluation), samples.jsonl, log.txt,
-checkpoint.pt (core.engine.checkpoint) and .lock (taken only around hand-overs of status.json).
+checkpoint.pt (core.engine.checkpoint), adapter.pt (the final LoRA weights, which another
+run's `init_from` starts from) and .lock (taken only around hand-overs of status.json).
 
 Who writes status.json: the training process while it lives. Before it starts, the process
 that made the folder; after it is gone, the launcher's reaper or a resume, both under the
@@ -41,6 +42,7 @@ STATUSES = ("queued", "running", "finished", "failed", "stopped")
 ACTIVE = ("queued", "running")  # a live process owns the run; it is not over
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch
 LOCK_FILE = ".lock"
+ADAPTER_FILE = "adapter.pt"  # the final LoRA weights: what `init_from` starts from
 ENDED_UNREPORTED = "the training process ended without reporting"
 
 

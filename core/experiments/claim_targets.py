@@ -1,0 +1,143 @@
+"""The coverage and self-feedback experiments' targets: fixed thresholds on a summary.
+
+Like `core.experiments.targets` (whose helpers these reuse), each target reads only the
+summary (`aggregates`, `pass_k_max`, and for the format check the per-run `min_format_rate`),
+so it is tested on hand-made summaries. Thresholds come from the claims as the literature
+states them, fixed before any run: never tuned to pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.experiments.targets import (
+    Check,
+    TargetResult,
+    _fmt,
+    _ge,
+    _k,
+    _lt,
+    _missing,
+    _verdict,
+    mean_of,
+)
+
+CHAINED_ARM = "rlsf after binary"  # the self-feedback experiment's chained arm
+REWARD_ARM = "binary"  # the reward run the chained arm starts from
+FORMAT_FLOOR = 0.90
+
+
+def _ends(summary: dict[str, Any], arm: str, metric: str) -> tuple[float | None, float | None]:
+    return mean_of(summary, arm, metric, "start"), mean_of(summary, arm, metric, "end")
+
+
+def _drop(pair: tuple[float | None, float | None]) -> float | None:
+    a, b = pair
+    return None if a is None or b is None else a - b
+
+
+# --- coverage: PSR narrows, NSR keeps ---------------------------------------------------------
+def target_psr_narrows(summary: dict[str, Any]) -> TargetResult:
+    title = "PSR raises Pass@1 and lowers Pass@k at the largest k"
+    if (res := _missing(summary, "psr_narrows", title, ["psr"])) is not None:
+        return res
+    k = _k(summary)
+    p0, p1 = _ends(summary, "psr", "pass@1")
+    k0, k1 = _ends(summary, "psr", k)
+    return _verdict("psr_narrows", title, [
+        Check("psr Pass@1 end > start", f"{_fmt(p0)} → {_fmt(p1)}", _lt(p0, p1)),
+        Check(f"psr {k.replace('pass', 'Pass')} end < start", f"{_fmt(k0)} → {_fmt(k1)}",
+              _lt(k1, k0)),
+    ])
+
+
+def target_nsr_keeps(summary: dict[str, Any]) -> TargetResult:
+    title = "NSR keeps Pass@k at the largest k, above PSR's"
+    if (res := _missing(summary, "nsr_keeps", title, ["nsr", "psr"])) is not None:
+        return res
+    k = _k(summary)
+    label = k.replace("pass", "Pass")
+    k0, k1 = _ends(summary, "nsr", k)
+    psr1 = mean_of(summary, "psr", k, "end")
+    return _verdict("nsr_keeps", title, [
+        Check(f"nsr {label} end ≥ start − 0.02", f"{_fmt(k0)} → {_fmt(k1)}",
+              _ge(k1, k0 - 0.02) if k0 is not None else False),
+        Check(f"nsr end {label} ≥ psr's end {label} + 0.05",
+              f"{_fmt(k1)} vs {_fmt(psr1)} + 0.05",
+              _ge(k1, psr1 + 0.05) if psr1 is not None else False),
+    ])
+
+
+def target_entropy(summary: dict[str, Any]) -> TargetResult:
+    title = "PSR's token entropy falls by more than NSR's"
+    if (res := _missing(summary, "entropy", title, ["psr", "nsr"])) is not None:
+        return res
+    psr, nsr = _ends(summary, "psr", "entropy"), _ends(summary, "nsr", "entropy")
+    d_psr, d_nsr = _drop(psr), _drop(nsr)
+    return _verdict("entropy", title, [
+        Check("psr's fall (start − end) > nsr's fall",
+              f"psr {_fmt(psr[0])} → {_fmt(psr[1])} (fall {_fmt(d_psr)}); nsr "
+              f"{_fmt(nsr[0])} → {_fmt(nsr[1])} (fall {_fmt(d_nsr)})", _lt(d_nsr, d_psr)),
+    ])
+
+
+def _spread_report(summary: dict[str, Any]) -> TargetResult:
+    """Every arm's Pass@1, Pass@k, entropy and distinct answers, start → end: no verdict."""
+    k = _k(summary)
+    checks = []
+    for arm in summary.get("aggregates", {}):
+        vals = [(m, _ends(summary, arm, m)) for m in ("pass@1", k, "entropy", "distinct_answers")]
+        checks.append(Check(arm, "; ".join(f"{m.replace('pass', 'Pass')} {_fmt(a)} → {_fmt(b)}"
+                                           for m, (a, b) in vals), None))
+    return TargetResult("spread", "Every recipe: coverage and spread, start → end", "report",
+                        checks)
+
+
+def coverage_targets(summary: dict[str, Any]) -> list[TargetResult]:
+    return [target_psr_narrows(summary), target_nsr_keeps(summary), target_entropy(summary),
+            _spread_report(summary)]
+
+
+# --- self-feedback: RLSF improves without labels ----------------------------------------------
+def target_format(summary: dict[str, Any]) -> TargetResult:
+    title = f"Every rlsf run keeps its format: format rate ≥ {FORMAT_FLOOR:.2f} at every evaluation"
+    runs = [r for r in summary.get("runs", []) if r["recipe"] in ("rlsf", CHAINED_ARM)
+            and r.get("status") == "finished"]
+    if not runs:
+        return TargetResult("format", title, "not run", [], "not run: no finished rlsf runs")
+    return _verdict("format", title, [
+        Check(f"{r['recipe']} seed {r['seed']}: lowest format rate",
+              _fmt(r.get("min_format_rate")), _ge(r.get("min_format_rate"), FORMAT_FLOOR))
+        for r in runs])
+
+
+def target_rlsf_accuracy(summary: dict[str, Any]) -> TargetResult:
+    title = "Plain rlsf raises accuracy without labels"
+    if (res := _missing(summary, "rlsf_accuracy", title, ["rlsf"])) is not None:
+        return res
+    a0, a1 = _ends(summary, "rlsf", "accuracy")
+    return _verdict("rlsf_accuracy", title, [
+        Check("rlsf accuracy end ≥ start + 0.03", f"{_fmt(a0)} → {_fmt(a1)}",
+              _ge(a1, a0 + 0.03) if a0 is not None else False)])
+
+
+def target_chained_calibration(summary: dict[str, Any]) -> TargetResult:
+    title = "rlsf after a reward run lowers the answer-probability ECE it started from"
+    if (res := _missing(summary, "chained", title, [CHAINED_ARM])) is not None:
+        return res
+    e0, e1 = _ends(summary, CHAINED_ARM, "answer_prob/ece")
+    o0, o1 = _ends(summary, REWARD_ARM, "answer_prob/ece")
+    oc0, oc1 = _ends(summary, REWARD_ARM, "answer_prob/overconfidence")
+    direction = ("" if oc1 is None else " (over-confident)" if oc1 > 0 else
+                 " (under-confident)")
+    note = (f"The {REWARD_ARM} run it starts from moved answer-probability ECE "
+            f"{_fmt(o0)} → {_fmt(o1)} and overconfidence (mean confidence − accuracy) "
+            f"{_fmt(oc0)} → {_fmt(oc1)}{direction}.")
+    return _verdict("chained", title, [
+        Check(f"{CHAINED_ARM}: answer-prob ECE end < start", f"{_fmt(e0)} → {_fmt(e1)}",
+              _lt(e1, e0))], note)
+
+
+def self_feedback_targets(summary: dict[str, Any]) -> list[TargetResult]:
+    return [target_format(summary), target_rlsf_accuracy(summary),
+            target_chained_calibration(summary)]
