@@ -231,3 +231,24 @@ def test_the_host_sees_the_room_stops_any_run_and_revokes_and_adds_codes(room, m
     assert {"stop", "code revoked", "codes added", "sign in"} <= set(trail["event"])
     assert json.loads((root / codes.FOLDER / codes.CODES_FILE).read_text())["codes"][-1][
         "name"] == "dave"
+
+
+def test_the_command_line_makes_a_sheet_the_host_code_once_and_revokes(tmp_path, capsys):
+    from core import cli
+
+    names = tmp_path / "names.txt"
+    names.write_text("Ada Lovelace\n\n[Alan](x)\n")
+    root = str(tmp_path / "runs")
+    assert cli.main(["workshop", "codes", "3", "--names", str(names), "--runs-dir", root]) == 0
+    sheet = capsys.readouterr().out
+    assert "The host's code" in sheet and "Ada Lovelace" in sheet and "Alanx" in sheet
+    assert "Participant 3" in sheet
+    ada = sheet.split("Ada Lovelace")[1].split()[0]
+    assert codes.check(ada, root).id == "p01"
+    assert cli.main(["workshop", "codes", "1", "--runs-dir", root]) == 0
+    assert "host's code" not in capsys.readouterr().out  # made once
+    assert cli.main(["workshop", "revoke", "Ada Lovelace", "--runs-dir", root]) == 0
+    assert cli.main(["workshop", "list", "--runs-dir", root]) == 0
+    listing = capsys.readouterr().out
+    assert "p01\tparticipant\trevoked\tAda Lovelace" in listing and ada not in listing
+    assert cli.main(["workshop", "revoke", "nobody", "--runs-dir", root]) == 2

@@ -110,7 +110,7 @@ def check_launch(config: dict[str, Any], user: str | None, active_runs: int,
     if ws.setup_problem:
         raise WorkshopError(ws.setup_problem)
     if not user:
-        raise WorkshopError("sign in with your workshop code first")
+        raise WorkshopError("sign in to the workshop first")
     problems = config_problems(config, ws)
     if active_runs + new_runs > ws.runs_per_user:
         problems.append(f"{user} has {active_runs} queued or running runs and one person may "
