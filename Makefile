@@ -16,18 +16,14 @@ app: $(STAMP)
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.headless true \
 		--browser.gatherUsageStats false
 
-# Workshop mode (README, "Workshop mode"): the app on every network interface, behind the
-# shared token in CALIBRATION_LAB_TOKEN, with error details off. PORT picks the port.
+# Workshop mode (README, "Workshop mode"): the app to a room over HTTPS only, behind
+# participant codes (`python -m core workshop codes N`) or the shared token in
+# CALIBRATION_LAB_TOKEN. PORT picks the port; CERT and KEY the host's own certificate
+# (default: a self-signed one made at first start, its fingerprint printed).
 PORT ?= 8501
 workshop: $(STAMP)
-	@test "$${#CALIBRATION_LAB_TOKEN}" -ge 16 || { \
-		echo "make workshop needs CALIBRATION_LAB_TOKEN, 16 or more characters, e.g.:"; \
-		echo "  export CALIBRATION_LAB_TOKEN=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(18))')"; \
-		exit 2; }
-	CALIBRATION_LAB_WORKSHOP=1 $(BIN)/streamlit run app.py --server.address 0.0.0.0 \
-		--server.port $(PORT) --server.headless true --browser.gatherUsageStats false \
-		--client.showErrorDetails none --client.toolbarMode minimal \
-		--server.fileWatcherType none --server.runOnSave false
+	CALIBRATION_LAB_WORKSHOP=1 $(BIN)/python -m core workshop serve --port $(PORT) \
+		$(if $(CERT),--cert $(CERT)) $(if $(KEY),--key $(KEY))
 
 test: $(STAMP) browser
 	$(BIN)/ruff check .

@@ -25,7 +25,7 @@ from core.config import EMBEDDED_MODEL, ConfigError, RunConfig, build_config
 from core.experiments import claims as claims_mod
 from core.experiments.registry import EXPERIMENTS
 from core.models.model_catalog import CATALOG, CATALOG_BY_ID, MemoryEstimate, fmt_gb, fmt_params
-from core.runs import workshop
+from core.runs import codes, workshop
 from core.runs.store import (
     ACTIVE,
     ADAPTER_FILE,
@@ -155,7 +155,9 @@ def launch(config: RunConfig, root: Path | str | None = None, user: str | None =
     # one person cannot both slip under the limit.
     with run_lock(s.root):
         workshop.check_launch(config.to_dict(), user, _active_runs(s, user))
-        return runner_launch(pin_task(config, s.root), s.root, owner=user)
+        run_id = runner_launch(pin_task(config, s.root), s.root, owner=user)
+    workshop.audit("launch", user, run=run_id)
+    return run_id
 
 
 def _owned(run_id: str, root: Path | str | None, user: str | None, action: str) -> RunStore:
@@ -170,6 +172,7 @@ def stop(run_id: str, root: Path | str | None = None, user: str | None = None) -
 
     try:
         s = _owned(run_id, root, user, "stop")
+        workshop.audit("stop", user, run=run_id)
         return runner_stop(run_id, s.root)
     except (KeyError, ProcessLookupError, PermissionError):
         return False
@@ -184,6 +187,7 @@ def resume(run_id: str, root: Path | str | None = None, user: str | None = None)
     with run_lock(s.root):
         workshop.check_launch(_load(s, run_id, metrics=False).config, user,
                               _active_runs(s, user))
+        workshop.audit("continue", user, run=run_id)
         return runner_resume(run_id, s.root)
 
 
@@ -198,6 +202,7 @@ def delete(run_id: str, root: Path | str | None = None, user: str | None = None)
     if record.status in ACTIVE:
         raise ValueError(f"run {run_id} is still {record.status}: stop it first")
     s.delete(run_id)
+    workshop.audit("delete", user, run=run_id)
     with _CACHE_LOCK:
         _METRICS_CACHE.pop(str((s.path(run_id) / "metrics.jsonl").resolve()), None)
 
@@ -218,6 +223,7 @@ def set_tags(run_id: str, tags: list[str] | str, root: Path | str | None = None,
              user: str | None = None) -> list[str]:
     cleaned = clean_tags(tags)
     _owned(run_id, root, user, "tag").set_tags(run_id, cleaned)
+    workshop.audit("tag", user, run=run_id, tags=cleaned)
     return cleaned
 
 
@@ -479,7 +485,28 @@ def sign_in(token: str, name: str) -> str:
     user = workshop.clean_name(name)
     if not user:
         raise WorkshopError("give your name: it labels your runs")
+    workshop.audit("sign in (shared token)", user)
     return user
+
+
+def sign_in_code(code: str, source: str, now: float | None = None) -> codes.Code:
+    """The live participant code that `code` is; WorkshopError otherwise. A source (the
+    connection's address) that keeps giving wrong codes waits longer and longer between
+    tries (core.runs.codes.Throttle), whatever the code it tries next."""
+    now = time.time() if now is None else now
+    wait = codes.THROTTLE.wait(source, now)
+    if wait > 0:
+        raise WorkshopError(f"too many wrong codes from your address: try again in "
+                            f"{math.ceil(wait)} s")
+    found = codes.check(code)
+    if found is None:
+        delay = codes.THROTTLE.failed(source, now)
+        workshop.audit("sign-in refused", None, source=source)
+        raise WorkshopError("that is not a workshop code (or it was revoked)"
+                            + (f"; the next try is possible in {math.ceil(delay)} s"
+                               if delay else ""))
+    workshop.audit("sign in", found.name, code=found.id, source=source)
+    return found
 
 
 # --- the classic comparison --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Command line: `python -m core train | list | show | stop | resume | experiment`."""
+"""Command line: `python -m core train | list | show | stop | resume | experiment | workshop`."""
 
 from __future__ import annotations
 
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="Output folder (default: runs/experiments/NAME-TASK-TIME).")
     _add_config_flags(experiment, skip=EXPERIMENT_OWN_FIELDS, defaults=_experiment_default)
     _runs_dir_flag(experiment)
+    _add_workshop(sub)
     execute = sub.add_parser("_execute", help=argparse.SUPPRESS)
     execute.add_argument("run_dir", type=Path)
     return parser
@@ -266,8 +267,63 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def _add_workshop(sub: Any) -> None:
+    ws = sub.add_parser("workshop", help="participant codes and the HTTPS server of a workshop")
+    action = ws.add_subparsers(dest="action", required=True)
+    make = action.add_parser("codes", help="make N participant codes (and the host's code the "
+                             "first time) and print them as a sheet to hand out")
+    make.add_argument("count", type=int)
+    make.add_argument("--names", type=Path, default=None,
+                      help="a text file, one display name per line (default: Participant N)")
+    action.add_parser("list", help="list the codes' ids, names and state (never the codes)")
+    revoke = action.add_parser("revoke", help="revoke one code, by id or name: its session "
+                               "is signed out at its next action")
+    revoke.add_argument("who")
+    serve = action.add_parser("serve", help="serve the app to the room over HTTPS (make "
+                              "workshop): the host's certificate, else a self-signed one")
+    serve.add_argument("--port", type=int, default=8501)
+    serve.add_argument("--cert", type=Path, default=None, help="PEM certificate (with --key)")
+    serve.add_argument("--key", type=Path, default=None, help="PEM private key (with --cert)")
+    for p in action.choices.values():
+        _runs_dir_flag(p)
+
+
+def cmd_workshop(args: argparse.Namespace) -> int:
+    from core.runs import codes, serve, workshop
+
+    root = args.runs_dir
+    if args.action == "codes":
+        if args.count < 1:
+            return _fail("give how many codes to make, 1 or more")
+        names = Path(args.names).read_text().splitlines() if args.names else []
+        names = [n for n in map(workshop.clean_name, names) if n][:args.count]
+        names += [f"Participant {i}" for i in range(len(names) + 1, args.count + 1)]
+        book = codes.load(root)
+        if book is None or not any(c.role == codes.HOST for c in book.live()):
+            host = workshop.add_codes(["host"], codes.HOST, root)
+            print(codes.sheet(host, "The host's code (keep it: it opens the Host page)"))
+            print()
+        print(codes.sheet(workshop.add_codes(names, codes.PARTICIPANT, root)))
+    elif args.action == "list":
+        book = codes.load(root)
+        for c in book.codes if book else ():
+            print(f"{c.id}\t{c.role}\t{'live' if c.live else 'revoked'}\t{c.name}")
+    elif args.action == "revoke":
+        try:
+            print(f"revoked {workshop.revoke_code(args.who, root).id}")
+        except KeyError as e:
+            return _fail(str(e.args[0]))
+    else:
+        try:
+            return serve.serve(args.port, args.cert, args.key, root)
+        except serve.ServeError as e:
+            return _fail(str(e))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "list": cmd_list, "show": cmd_show, "stop": cmd_stop,
-            "resume": cmd_resume, "experiment": cmd_experiment, "_execute": cmd_execute}
+            "resume": cmd_resume, "experiment": cmd_experiment, "workshop": cmd_workshop,
+            "_execute": cmd_execute}
 
 
 def main(argv: list[str] | None = None) -> int:

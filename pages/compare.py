@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core import api, charts
-from ui import common
+from ui import common, derived
 
 common.page_setup("Compare")
 
@@ -58,9 +58,17 @@ if not ids:
 any_running = any(by_id[i].status in api.ACTIVE for i in ids)
 
 
+def summary(records: list, signal: str, names: list[str]) -> tuple[list, pd.DataFrame]:
+    rows = common.summary_rows(records, signal)
+    return rows, common.summary_table(rows, names)
+
+
 @st.fragment(run_every=common.REFRESH_SECONDS * 2 if any_running else None)
 def comparison() -> None:
-    records = [r for r in (api.load_run(i) for i in ids) if r is not None]
+    common.require_sign_in()
+    loaded = [derived.load_run(i) for i in ids]  # shared while the files stay the same
+    records = [r for r, _ in loaded if r is not None]
+    key, shared = tuple(k for r, k in loaded if r is not None), derived.shared
     names = [common.short_label(r) for r in records]
     colors = charts.colors_for(names, [common.recipe_of(r) for r in records])
     status = " · ".join(f"{n}: {common.status_md(r.status)} {r.step}/{r.total_steps}"
@@ -70,7 +78,7 @@ def comparison() -> None:
         if r.status in ("failed", "damaged"):
             st.warning(f"{common.short_label(r)}: {common.plain_error(r)}")
 
-    catalogue = common.metric_catalogue(records)
+    catalogue = shared((key, "catalogue"), lambda: common.metric_catalogue(records))
     labels = list(catalogue)
     c1, c2 = st.columns([2, 1])
     metric = c1.selectbox("Metric over steps", labels, key="compare_metric",
@@ -78,27 +86,28 @@ def comparison() -> None:
                           in labels else 0)
     signal = c2.selectbox("Confidence signal (reliability)", api.SIGNALS, key="compare_signal",
                           format_func=api.SIGNAL_LABELS.get)
-    source, key = catalogue[metric]
-    series = [charts.Series(n, *charts.column(r.evals if source == "eval" else r.train, key),
+    source, field = catalogue[metric]
+    series = [charts.Series(n, *charts.column(r.evals if source == "eval" else r.train, field),
                             color=col, mode="lines+markers" if source == "eval" else "lines")
               for n, r, col in zip(names, records, colors, strict=True)]
-    st.plotly_chart(charts.lines(series, metric, y_title=metric), key="compare_chart_metric")
+    st.plotly_chart(derived.figure((key, "metric", metric), lambda: charts.lines(
+        series, metric, y_title=metric)), key="compare_chart_metric")
     st.caption("Runs with the same model, task and seed start from the same step-0 "
                "evaluation, so their first points coincide; they part as training goes on.")
 
     p1, p2 = st.columns(2)
-    p1.plotly_chart(charts.pass_at_k(
+    p1.plotly_chart(derived.figure((key, "passk"), lambda: charts.pass_at_k(
         [(n, r.evals[-1].get("pass_at_k") if r.evals else None, col, "solid")
          for n, r, col in zip(names, records, colors, strict=True)],
-        "Pass@k at each run's last evaluation"), key="compare_chart_passk")
-    p2.plotly_chart(charts.reliability(
+        "Pass@k at each run's last evaluation")), key="compare_chart_passk")
+    p2.plotly_chart(derived.figure((key, "rel", signal), lambda: charts.reliability(
         [(n, r.evals[-1] if r.evals else None, col)
          for n, r, col in zip(names, records, colors, strict=True)], signal,
-        "Reliability at each run's last evaluation"), key="compare_chart_rel")
+        "Reliability at each run's last evaluation")), key="compare_chart_rel")
 
     st.subheader("Start → end")
-    rows = common.summary_rows(records, signal)
-    st.dataframe(common.summary_table(rows, names), key="compare_table")
+    rows, table = shared((key, "summary", signal), lambda: summary(records, signal, names))
+    st.dataframe(table, key="compare_table")
     st.caption("Each cell: first evaluation → last evaluation (change). Lower ECE and Brier "
                "are better; AUROC 0.5 means the confidence cannot tell right from wrong.")
     csv = pd.DataFrame(rows).to_csv(index=False)

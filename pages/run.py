@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core import api, charts
-from ui import common
+from ui import common, derived
 
 common.page_setup("Run")
 
@@ -38,9 +38,32 @@ st.session_state["run_id"] = run_id
 page_status = by_id[run_id].status
 
 
+def filter_samples(samples: list[dict], at: object, outcome: str, text: str,
+                   signal: str) -> list[dict]:
+    """The kept completions that pass the filters, confident and wrong first."""
+    conf = f"confidence/{signal}"
+    rows = [s for s in samples if (at == "all" or s["step"] == at)
+            and (outcome == "all" or bool(s.get("correct")) == (outcome == "right"))
+            and text in str(s.get("prompt", ""))]
+    # Confident and wrong first: wrong before right, then by falling confidence.
+    rows.sort(key=lambda s: (bool(s.get("correct")), -(s.get(conf) or 0.0)))
+    return rows
+
+
+def samples_table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{"step": s["step"], "prompt": s.get("prompt"),
+                          "completion": s.get("completion"), "answer": s.get("answer"),
+                          "target": s.get("target"), "correct": bool(s.get("correct")),
+                          "verbalized q": s.get("confidence/verbalized"),
+                          "answer prob.": s.get("confidence/answer_prob"),
+                          "consistency": s.get("confidence/consistency")} for s in rows[:500]])
+
+
 @st.fragment(run_every=common.REFRESH_SECONDS if page_status in api.ACTIVE else None)
 def live() -> None:
-    r = api.load_run(run_id)
+    common.require_sign_in()
+    r, key = derived.load_run(run_id)  # shared by every session while the files stay put
+    shared, figure = derived.shared, derived.figure
     if r is None:
         st.warning("This run was deleted.")
         return
@@ -51,7 +74,7 @@ def live() -> None:
 
     top1, top2 = st.columns([4, 1])
     total = max(1, r.total_steps)
-    eta = api.eta(r)
+    eta = shared((key, "eta"), lambda: api.eta(r))
     done = f"step {r.step} / {r.total_steps}"
     if r.status == "running":
         done += f" · about {api.fmt_duration(eta)} left" if eta is not None else " · starting…"
@@ -94,13 +117,16 @@ def live() -> None:
         return
 
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.reward(r.train), key="run_chart_reward")
-    c2.plotly_chart(charts.accuracy(r.train, r.evals), key="run_chart_accuracy")
+    c1.plotly_chart(figure((key, "reward"), lambda: charts.reward(r.train)),
+                    key="run_chart_reward")
+    c2.plotly_chart(figure((key, "accuracy"), lambda: charts.accuracy(r.train, r.evals)),
+                    key="run_chart_accuracy")
     if not r.evals:
         st.info("No evaluation yet: histograms, reliability and Pass@k appear after the first.")
         return
 
     st.subheader("Confidence and calibration")
+    ekey = derived.evals_key(r, key)  # these figures change only at evaluations
     steps = [e["step"] for e in r.evals]
     common.follow("run_step", steps[-1], steps)  # the newest, unless the user moved back
     s1, s2 = st.columns([1, 2])
@@ -116,12 +142,13 @@ def live() -> None:
         s2.caption(f"One evaluation so far, at step {step}.")
     ev = next(e for e in r.evals if e["step"] == step)
     h1, h2 = st.columns(2)
-    h1.plotly_chart(charts.confidence_histogram(ev, signal), key="run_chart_hist")
+    h1.plotly_chart(figure((ekey, "hist", step, signal),
+                           lambda: charts.confidence_histogram(ev, signal)), key="run_chart_hist")
     shown = [(f"step {step}", ev, "#1f77b4")]
     if step != steps[0]:  # the starting point, faded, to see how far training moved it
         shown.insert(0, (f"step {steps[0]}", r.evals[0], "#c7c7c7"))
-    h2.plotly_chart(charts.reliability(shown, signal, f"Reliability at step {step}"),
-                    key="run_chart_rel")
+    h2.plotly_chart(figure((ekey, "rel", step, signal), lambda: charts.reliability(
+        shown, signal, f"Reliability at step {step}")), key="run_chart_rel")
     cal = (ev.get("calibration") or {}).get(signal) or {}
     m = st.columns(5)
     m[0].metric("ECE", common.fmt_num(cal.get("ece")))
@@ -134,15 +161,18 @@ def live() -> None:
     chosen = st.multiselect("Pass@k curves at evaluation steps", steps, key="run_pk_steps")
     p1, p2 = st.columns(2)
     palette = charts.PALETTE
-    p1.plotly_chart(charts.pass_at_k(
+    p1.plotly_chart(figure((ekey, "passk", tuple(chosen)), lambda: charts.pass_at_k(
         [(f"step {e['step']}", e.get("pass_at_k"), palette[i % len(palette)], "solid")
-         for i, e in enumerate(r.evals) if e["step"] in chosen]), key="run_chart_passk")
-    p2.plotly_chart(charts.calibration_over_steps(r.evals, signal), key="run_chart_cal")
+         for i, e in enumerate(r.evals) if e["step"] in chosen])), key="run_chart_passk")
+    p2.plotly_chart(figure((ekey, "cal", signal),
+                           lambda: charts.calibration_over_steps(r.evals, signal)),
+                    key="run_chart_cal")
     if any(e.get("entropy") is not None for e in r.evals):  # runs logged before it lack it
-        st.plotly_chart(charts.spread(r.evals), key="run_chart_spread")
+        st.plotly_chart(figure((ekey, "spread"), lambda: charts.spread(r.evals)),
+                        key="run_chart_spread")
 
     st.subheader("Completions")
-    samples = api.load_samples(r.id)
+    samples, skey = derived.load_samples(key)
     if not samples:
         st.caption("This run kept no completions.")
         return
@@ -153,18 +183,10 @@ def live() -> None:
     outcome = f2.radio("Outcome", ["all", "wrong", "right"], horizontal=True,
                        key="run_samples_outcome")
     text = f3.text_input("Prompt contains", key="run_samples_text")
-    key = f"confidence/{signal}"
-    rows = [s for s in samples if (at == "all" or s["step"] == at)
-            and (outcome == "all" or bool(s.get("correct")) == (outcome == "right"))
-            and text in str(s.get("prompt", ""))]
-    # Confident and wrong first: wrong before right, then by falling confidence.
-    rows.sort(key=lambda s: (bool(s.get("correct")), -(s.get(key) or 0.0)))
-    table = pd.DataFrame([{"step": s["step"], "prompt": s.get("prompt"),
-                           "completion": s.get("completion"), "answer": s.get("answer"),
-                           "target": s.get("target"), "correct": bool(s.get("correct")),
-                           "verbalized q": s.get("confidence/verbalized"),
-                           "answer prob.": s.get("confidence/answer_prob"),
-                           "consistency": s.get("confidence/consistency")} for s in rows[:500]])
+    rows = shared((skey, at, outcome, text, signal),
+                  lambda: filter_samples(samples, at, outcome, text, signal))
+    table = derived.table((skey, "table", at, outcome, text, signal),
+                          lambda: samples_table(rows))
     st.caption(f"{len(rows)} completions; confident and wrong first "
                f"(sorted by {api.SIGNAL_LABELS[signal]}).")
     st.dataframe(table, hide_index=True, key="run_samples_table",

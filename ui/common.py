@@ -3,6 +3,7 @@ which run a page shows, and the metric catalogue that Compare and Run offer."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,8 @@ REFRESH_SECONDS = 2.0  # live views poll the run folder this often
 STATUS_COLORS = {"queued": "violet", "running": "blue", "finished": "green", "failed": "red",
                  "stopped": "gray", "damaged": "orange"}
 PAGES = {"home": "app.py", "launch": "pages/launch.py", "run": "pages/run.py",
-         "compare": "pages/compare.py", "runs": "pages/runs.py", "report": "pages/report.py"}
+         "compare": "pages/compare.py", "runs": "pages/runs.py", "report": "pages/report.py",
+         "host": "pages/host.py"}
 
 
 NAV = (("home", "Home", ":material/home:"), ("launch", "Launch", ":material/rocket_launch:"),
@@ -39,11 +41,13 @@ def page_setup(title: str) -> None:
         st.markdown("### :material/target: Calibration Lab")
         for page, label, icon in NAV:
             st.page_link(PAGES[page], label=label, icon=icon)
+        if is_host():
+            st.page_link(PAGES["host"], label="Host", icon=":material/admin_panel_settings:")
         if ws.enabled:
             n = ws.runs_per_user
             st.caption(f"Signed in as **{user()}** · up to {n} live run{'s' * (n != 1)}")
             if st.button("Sign out", key="gate_sign_out", icon=":material/logout:"):
-                st.session_state.pop("lab_user", None)
+                sign_out()
                 st.rerun()
 
 
@@ -53,9 +57,12 @@ def gate(ws: api.workshop.Workshop) -> None:
     if ws.setup_problem:
         st.error(f"This lab is in workshop mode but not set up safely: {ws.setup_problem}.")
         st.stop()
-    if st.session_state.get("lab_user"):
+    if recheck(ws):
         return
     st.title(":material/lock: Calibration Lab · workshop")
+    if ws.codes:
+        code_gate()
+        st.stop()
     with st.form("gate_form", clear_on_submit=True):  # the token does not linger in the form
         name = st.text_input("Your name", key="gate_name", max_chars=40,
                              help="Labels your runs; only you can stop, continue, tag or "
@@ -74,9 +81,73 @@ def gate(ws: api.workshop.Workshop) -> None:
     st.stop()
 
 
+def code_gate() -> None:
+    """Sign-in with a participant code alone: it carries the name, so nobody picks one."""
+    with st.form("gate_code_form", clear_on_submit=True):
+        code = st.text_input("Your code", type="password", key="gate_code",
+                             help="The host hands each person their own code, e.g. "
+                                  "ABCD-EFGH-JKMN. It signs you in under your name.")
+        entered = st.form_submit_button("Enter", type="primary")
+    if entered:
+        try:
+            found = api.sign_in_code(code, source())
+        except api.WorkshopError as e:
+            st.error(str(e))
+        else:
+            st.session_state.update(lab_user=found.name, lab_code=found.id)
+            st.rerun()
+
+
+def source() -> str:
+    """Where a sign-in comes from, for the wrong-code delay: the connection's IP address
+    (the TCP peer, not a header a client could write); local connections share one."""
+    ip = st.context.ip_address
+    return ip if isinstance(ip, str) and ip else "local"  # (AppTest has no connection)
+
+
+def session_key() -> str:
+    return st.session_state.setdefault("lab_session", secrets.token_hex(8))
+
+
+def sign_out() -> None:
+    api.workshop.gone(session_key())
+    for k in ("lab_user", "lab_code"):
+        st.session_state.pop(k, None)
+
+
+def recheck(ws: api.workshop.Workshop | None = None) -> bool:
+    """Whether this session is still signed in, checked again at every action (full reruns,
+    fragment reruns, buttons): a revoked code, or a shared-token session once the host has
+    made codes, is signed out here. Outside workshop mode: always True."""
+    ws = ws or api.workshop_settings()
+    if not ws.enabled:
+        return True
+    name, code_id = st.session_state.get("lab_user"), st.session_state.get("lab_code")
+    if name and ws.codes and api.codes.live_code(code_id) is None:
+        sign_out()
+        name = None
+    if name:
+        api.workshop.seen(session_key(), name, code_id, source(), time.time())
+    return bool(name)
+
+
+def require_sign_in() -> None:
+    """At every action, including live fragments (they rerun without page_setup): a session
+    whose code was revoked meanwhile is sent to the sign-in page before anything happens."""
+    had = bool(st.session_state.get("lab_user"))
+    if not recheck() and had:
+        st.rerun(scope="app")
+
+
 def user() -> str | None:
     """The signed-in workshop name; None outside workshop mode."""
+    require_sign_in()
     return st.session_state.get("lab_user")
+
+
+def is_host() -> bool:
+    """Whether this session signed in with a live host code."""
+    return api.workshop_settings().codes and api.codes.is_host(user())
 
 
 def may_change(r: RunRecord) -> bool:
