@@ -96,6 +96,8 @@ def live() -> None:
     c1, c2 = st.columns(2)
     c1.plotly_chart(charts.reward(r.train), key="run_chart_reward")
     c2.plotly_chart(charts.accuracy(r.train, r.evals), key="run_chart_accuracy")
+    if any("truncation_rate" in row for row in [*r.train, *r.evals]):  # older runs lack it
+        st.plotly_chart(charts.truncation(r.train, r.evals), key="run_chart_truncation")
     if not r.evals:
         st.info("No evaluation yet: histograms, reliability and Pass@k appear after the first.")
         return

@@ -22,7 +22,9 @@ from core.data.tasks import Example, Task
 from core.engine.rollout import answer_probability, grade, sample_in_slices
 
 SIGNALS = ("verbalized", "answer_prob", "consistency")
-MAX_ROWS_PER_GENERATE = 1024  # bounds memory on big models; the tiny model takes all at once
+# Rows per generate call at most (the KV-cache budget in core.engine.rollout bounds a big
+# model's calls further). Kept because the embedded model's figures for a seed depend on it.
+MAX_ROWS_PER_GENERATE = 1024
 
 
 @dataclass
@@ -38,6 +40,7 @@ class _Samples:
     answer_prob: np.ndarray  # [P * n] NaN where no answer
     well_formed: np.ndarray  # [P * n] bool
     length: np.ndarray  # [P * n] completion tokens
+    truncation_rate: float  # share cut at max_new_tokens before ending
     answers: list[str | None]
     texts: list[str]
 
@@ -49,10 +52,10 @@ def _draw(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Promp
                                max_rows or MAX_ROWS_PER_GENERATE)
     graded = grade(rollout, fmt, task, tokenizer)
     return _Samples(
-        graded.correct.numpy(), graded.confidence.double().numpy().round(6),
+        graded.correct.cpu().numpy(), graded.confidence.double().cpu().numpy().round(6),
         answer_probability(rollout.logprobs, graded.answer_mask).float().cpu().numpy(),
-        graded.well_formed.numpy(), rollout.completion_mask.sum(-1).cpu().numpy(),
-        graded.answers, rollout.texts)
+        graded.well_formed.cpu().numpy(), rollout.completion_mask.sum(-1).cpu().numpy(),
+        rollout.truncation_rate, graded.answers, rollout.texts)
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,
@@ -78,6 +81,7 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Pr
             per_prompt.sum(1).astype(int), n, config.ks).items()},
         "format_rate": float(s.well_formed.mean()),
         "mean_length": float(s.length.mean()),
+        "truncation_rate": s.truncation_rate,
         "calibration": {name: metrics.calibration_summary(conf, s.correct).to_dict()
                         for name, conf in signals.items()},
     }

@@ -46,8 +46,10 @@ def pick_device(requested: str) -> torch.device:
 
 
 def model_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on CUDA GPUs that have it (half the memory, the same range as float32)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    """bf16 on CUDA GPUs that compute in it natively (half the memory, the same range as
+    float32); float32 elsewhere. The emulation that `is_bf16_supported` counts by default
+    (T4, V100) runs bf16 through float32 units, slower than float32 itself."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.bfloat16
     return torch.float32
 
