@@ -41,4 +41,8 @@ def test_the_recorded_step_0_evaluation_is_reproduced() -> None:
         value = metrics
         for part in path:
             value = value[part]
-        assert value == pytest.approx(run["start"][name], abs=1e-12), name
+        # The record predates the lab's own decode loop, whose float32 log-softmax rounds the
+        # answer probabilities differently (2.6e-8 in this ECE); the sampled tokens, and so
+        # every other figure, are the same to the last bit.
+        tolerance = 1e-7 if name.startswith("answer_prob") else 1e-12
+        assert value == pytest.approx(run["start"][name], abs=tolerance), name

@@ -168,6 +168,7 @@ def load_policy(config: RunConfig) -> LoadedModel:
     base, tokenizer = load_pretrained(source, config.model, model_dtype(device),
                                       config.trust_remote_code)
     fmt = prompt_format_for(base.config, tokenizer, config.reasoning)
+    check_plain_lm_head(base, config.model)
     torch.manual_seed(config.seed)
     targets: str | list[str] = config.lora_targets.strip()
     if targets != "all-linear":
@@ -181,6 +182,23 @@ def load_policy(config: RunConfig) -> LoadedModel:
     model = get_peft_model(base, lora).to(device)
     pairs = _pair_adapted_layers(model, sampler) if sampler is not None else []
     return LoadedModel(model, tokenizer, fmt, device, sampler, pairs)
+
+
+def check_plain_lm_head(model: PreTrainedModel, name: str) -> None:
+    """Scoring computes log-probs from the last hidden states through the LM head's weight
+    (core.engine.rollout.head_logprobs), so a model whose logits are anything else (capped
+    as Gemma 2's, scaled as Cohere's, a head that is not one linear layer) is refused
+    rather than scored wrongly."""
+    c = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
+        else model.config
+    changed = [k for k in ("final_logit_softcapping", "logit_scale")
+               if getattr(c, k, None) not in (None, 1, 1.0)]
+    head = model.get_output_embeddings()
+    if changed or not isinstance(head, torch.nn.Linear) or not hasattr(model, "get_decoder"):
+        why = f"its config sets {', '.join(changed)}" if changed else \
+            "its LM head is not a single linear layer over the decoder's output"
+        raise ModelError(f"model {name!r} is not supported yet: {why}, and the lab computes "
+                         "log-probs from the last hidden states through a plain LM head")
 
 
 def _pair_adapted_layers(model: PeftModel, sampler: PreTrainedModel
