@@ -122,7 +122,8 @@ class RunConfig:
     generation_batch_size: int = _f(0, "Completions generated per call at most (whole prompts "
                                     "at a time); 0: no set limit (up to 1024 in evaluation). "
                                     "Either way a call holds no more rows than its KV cache "
-                                    "fits in (40% of a GPU's free memory, 4 GiB on a CPU).")
+                                    "fits in (two fifths of a GPU's free memory, 4 GiB on a "
+                                    "CPU).")
     threads: int = _f(0, "CPU threads for torch; 0 uses every core.")
     merged_sampling: bool = _f(True, "Generate with a copy of the adapted layers that has the "
                                "LoRA update merged in: faster sampling, at the memory cost of "
