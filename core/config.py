@@ -287,7 +287,7 @@ def validate(config: RunConfig) -> list[str]:
     if not c.dataset_split.strip():
         p.append("dataset_split must name a split, e.g. train")
     if c.generation_batch_size < 0:
-        p.append(f"generation_batch_size must be >= 0 (0: all at once), got "
+        p.append(f"generation_batch_size must be >= 0 (0: no row limit), got "
                  f"{c.generation_batch_size}")
     return p
 
