@@ -44,6 +44,10 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=10)
     ap.add_argument("--cprofile", action="store_true")
+    ap.add_argument("--skip-eval", action="store_true", help="time the training step only")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time phases in this process's CPU seconds, not wall seconds (steadier "
+                         "on a shared machine; with --threads 1 it is the work done)")
     args = ap.parse_args()
     config = build_config("quick", recipe=args.recipe, threads=args.threads,
                           prompts_per_step=args.prompts, group_size=args.group_size,
@@ -57,15 +61,16 @@ def main() -> None:
     opt = torch.optim.Adam(params, lr=config.lr)
     recipe = RECIPES[config.recipe]
     phases: dict[str, list[float]] = defaultdict(list)
+    clock = time.process_time if args.cpu_time else time.perf_counter
     # The lab before issue 6 had no merged sampler; this lets the script profile that code too
     # (cd OLD && PYTHONPATH=OLD NEW/.venv/bin/python NEW/benchmarks/profile_step.py).
     sampler = getattr(loaded, "sampling_model", lambda: model)
 
     @contextmanager
     def phase(name: str) -> Iterator[None]:
-        t = time.perf_counter()
+        t = clock()
         yield
-        phases[name].append(time.perf_counter() - t)
+        phases[name].append(clock() - t)
 
     def step() -> None:
         with phase("sample"):
@@ -105,11 +110,12 @@ def main() -> None:
         med = float(np.median(v))
         print(f"  {name:16s} {1000 * med:7.1f} ms  {100 * med / total:5.1f} %")
     print(f"  {'step (sum)':16s} {1000 * total:7.1f} ms")
-    eval_set = task.eval_set(config.eval_prompts)
-    t = time.perf_counter()
-    evaluate(sampler(), tok, fmt, task, eval_set, config, 0)
-    print(f"evaluation ({config.eval_prompts} prompts x n={config.eval_samples} + greedy): "
-          f"{time.perf_counter() - t:.2f} s")
+    if not args.skip_eval:
+        eval_set = task.eval_set(config.eval_prompts)
+        t = clock()
+        evaluate(sampler(), tok, fmt, task, eval_set, config, 0)
+        print(f"evaluation ({config.eval_prompts} prompts x n={config.eval_samples} + "
+              f"greedy): {clock() - t:.2f} s")
     if args.cprofile:
         prof = cProfile.Profile()
         prof.enable()

@@ -360,23 +360,12 @@ def memory_estimate(config: RunConfig, device: DeviceInfo | None = None
                     ) -> MemoryEstimate | None:
     """Peak memory of a run, from the model's shapes; None when they are unknown (a hub
     model outside the curated list that is not cached yet, an unusual architecture)."""
-    from core.models.model_catalog import estimate_memory, read_arch
-    from core.models.model_source import ModelError, model_folder, resolve_model
+    from core.models.model_catalog import run_estimate
 
-    try:
-        source = resolve_model(config.model)
-    except ModelError:
-        return None
-    folder = model_folder(source)
-    arch = read_arch(folder) if folder is not None else None
-    if arch is None and config.model in CATALOG_BY_ID:
-        arch = CATALOG_BY_ID[config.model].arch
-    if arch is None:
-        return None
     kind = config.device
     if kind == "auto":
         kind = device.auto if device is not None and device.known else "cpu"
-    return estimate_memory(arch, config, kind, embedded=source.kind == "embedded")
+    return run_estimate(config, kind)
 
 
 # --- task files ----------------------------------------------------------------------------

@@ -105,6 +105,15 @@ def accuracy(train: Sequence[dict[str, Any]], evals: Sequence[dict[str, Any]]) -
     return lines(series, "Accuracy", y_title="accuracy", y_range=(0, 1.02))
 
 
+def truncation(train: Sequence[dict[str, Any]], evals: Sequence[dict[str, Any]]) -> go.Figure:
+    """Share of completions cut at max_new_tokens before they ended, in training batches and
+    in evaluation: near 1, completions end before their tags and carry no signal."""
+    series = [Series("train batch", *column(train, "truncation_rate"), "#aec7e8", mode="lines"),
+              Series("held-out, sampled", *column(evals, "truncation_rate"), "#1f77b4")]
+    return lines(series, "Truncated completions (hit max_new_tokens)", y_title="share",
+                 y_range=(0, 1.02))
+
+
 def _bin_labels(n: int) -> list[str]:
     return [f"{i / n:.1f}–{(i + 1) / n:.1f}" for i in range(n)]
 

@@ -125,9 +125,11 @@ class RunConfig:
     gradient_checkpointing: bool = _f(False, "Recompute each layer's activations in the "
                                       "backward pass instead of keeping them: less memory "
                                       "for long completions, roughly a third more time.")
-    generation_batch_size: int = _f(0, "Completions generated per call (whole prompts at a "
-                                    "time); 0: every training row at once and up to 1024 in "
-                                    "evaluation. Lower it when generation runs out of memory.")
+    generation_batch_size: int = _f(0, "Completions generated per call at most (whole prompts "
+                                    "at a time); 0: no set limit (up to 1024 in evaluation). "
+                                    "Either way a call holds no more rows than its KV cache "
+                                    "fits in (two fifths of a GPU's free memory, 4 GiB on a "
+                                    "CPU).")
     threads: int = _f(0, "CPU threads for torch; 0 uses every core.")
     merged_sampling: bool = _f(True, "Generate with a copy of the adapted layers that has the "
                                "LoRA update merged in: faster sampling, at the memory cost of "
@@ -295,7 +297,7 @@ def validate(config: RunConfig) -> list[str]:
         p.append(f"init_from must be a run id from the run store (no '/', no leading "
                  f"'.'), got {c.init_from!r}")
     if c.generation_batch_size < 0:
-        p.append(f"generation_batch_size must be >= 0 (0: all at once), got "
+        p.append(f"generation_batch_size must be >= 0 (0: no row limit), got "
                  f"{c.generation_batch_size}")
     return p
 
@@ -311,13 +313,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "lr_schedule": "cosine"},
     "smoke": {"steps": 4, "eval_every": 2, "eval_prompts": 16, "eval_samples": 4,
               "prompts_per_step": 4, "group_size": 4, "checkpoint_every": 2},
-    # A starting point for a ~0.5B chat model on one GPU: RLCR's T = 0.7, room for reasoning,
-    # a LoRA learning rate well below the embedded model's, and generation in slices of 16
-    # rows: evaluation keeps vocabulary-wide logits per new token (see core.models.model_catalog).
+    # A starting point for a ~0.5B chat model on one GPU: RLCR's T = 0.7, a LoRA learning
+    # rate well below the embedded model's, generation sliced by KV-cache memory (0), and
+    # reasoning off. With it on, Qwen3's thinking mode usually runs past 384 tokens, so every
+    # completion is cut before its answer, every group scores alike and nothing is learnt;
+    # reasoning off also turns the thinking mode off. The truncation rate shows it either way.
     "chat": {"steps": 50, "prompts_per_step": 4, "group_size": 8, "temperature": 0.7,
              "eval_temperature": 0.7, "max_new_tokens": 384, "lr": 2e-5, "eval_every": 10,
-             "eval_prompts": 64, "eval_samples": 4, "generation_batch_size": 16,
-             "gradient_checkpointing": True},
+             "eval_prompts": 64, "eval_samples": 4, "generation_batch_size": 0,
+             "reasoning": False, "gradient_checkpointing": True},
 }
 
 

@@ -121,6 +121,9 @@ def live() -> None:
                     key="run_chart_reward")
     c2.plotly_chart(figure((key, "accuracy"), lambda: charts.accuracy(r.train, r.evals)),
                     key="run_chart_accuracy")
+    if any("truncation_rate" in row for row in [*r.train, *r.evals]):  # older runs lack it
+        st.plotly_chart(figure((key, "truncation"), lambda: charts.truncation(r.train, r.evals)),
+                        key="run_chart_truncation")
     if not r.evals:
         st.info("No evaluation yet: histograms, reliability and Pass@k appear after the first.")
         return

@@ -54,7 +54,8 @@ def test_curated_models_show_size_memory_and_cache_state(runs_dir):
     assert not at.warning and not at.error
     assert at.number_input(key="launch_max_new_tokens").value == 384
     assert at.toggle(key="launch_gradient_checkpointing").value is True
-    assert at.number_input(key="launch_generation_batch_size").value == 16
+    assert at.number_input(key="launch_generation_batch_size").value == 0  # sliced by memory
+    assert at.toggle(key="launch_reasoning").value is False  # Qwen3's thinking runs past 384
 
 
 def test_offline_and_not_cached_blocks_launch_with_how_to_download(runs_dir, monkeypatch):

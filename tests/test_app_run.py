@@ -241,3 +241,18 @@ def test_spread_chart_draws_entropy_and_distinct_answers(runs_dir):
     options = at.selectbox(key="compare_metric").options
     assert "token entropy, nats (held-out)" in options
     assert "distinct answers per prompt (held-out)" in options
+
+
+def test_truncation_rate_is_drawn_when_logged_and_left_out_when_not(runs_dir):
+    assert not any("Truncated" in f["layout"]["title"]["text"]
+                   for f in figures(ok(page("run", {"run": RLCR}))))  # older runs lack it
+    path = runs_dir / RLCR / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        kind = "eval" if "eval/accuracy" in row else "train"
+        row[f"{kind}/truncation_rate"] = 0.25 if kind == "train" else 0.5
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    chart = figure(ok(page("run", {"run": RLCR})), "Truncated completions")
+    train, held_out = chart["data"]
+    assert set(train["y"]) == {0.25} and set(held_out["y"]) == {0.5}
+    assert len(train["x"]) == len(api.load_run(RLCR).train)

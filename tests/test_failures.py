@@ -30,7 +30,8 @@ def test_cuda_out_of_memory_marks_the_run_failed_and_keeps_what_was_logged(tmp_p
     assert record.status == "failed" and record.step == 1
     assert record.error.startswith("OutOfMemoryError: the device ran out of memory (CUDA out")
     for hint in ("smaller G (group_size, now 8)", "max_new_tokens, now 384",
-                 "generation_batch_size (now 16)", "gradient_checkpointing"):
+                 "generation_batch_size (now 0: as many rows as the KV-cache budget",
+                 "gradient_checkpointing"):
         assert hint in record.error
     assert [t["step"] for t in record.train] == [1] and record.evals[0]["accuracy"] == 0.25
     assert "Traceback" in (writer.path / "log.txt").read_text()  # the details, for later

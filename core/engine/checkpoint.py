@@ -7,9 +7,14 @@ own forked generator, so it needs nothing here. The file is written beside its t
 renamed over it, so a crash at any moment leaves the previous checkpoint whole.
 
 A resumed run drops the metric and sample rows logged after s (they were made after the
-state it continues from, and are made again, identically on the same machine), so the record
-has every step exactly once. Checkpoints are taken every `checkpoint_every` steps and when a
-run is stopped, never at the last step: after it only the final evaluation is left.
+state it continues from, and are made again), so the record has every step exactly once.
+On the CPU the rows made again are identical on the same machine. On a CUDA GPU they are the
+same procedure from the same state, not the same bits: some kernels (attention's backward,
+atomics in reductions) add in a varying order, so figures drift apart within rounding and the
+sampled tokens can then differ. Only the GPU the run used is saved; a run continues on a
+machine with fewer (or other) GPUs, on the device it is given there. Checkpoints are taken
+every `checkpoint_every` steps and when a run is stopped, never at the last step: after it
+only the final evaluation is left.
 """
 
 from __future__ import annotations
@@ -53,8 +58,18 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
 def _rng_states() -> dict[str, Any]:
     states: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+        states["cuda"] = torch.cuda.get_rng_state()  # the run's own GPU only
     return states
+
+
+def cuda_rng_state(saved: Any, device_index: int) -> torch.Tensor:
+    """The generator state to restore on this machine's current GPU from what a checkpoint
+    holds: one state (this format), or one per GPU of the saving machine (earlier
+    checkpoints, which `set_rng_state_all` failed to restore on a machine with fewer GPUs):
+    then the state of the GPU with this index if the saver had it, else its first."""
+    if isinstance(saved, list | tuple):
+        return saved[device_index] if device_index < len(saved) else saved[0]
+    return saved
 
 
 def save_atomically(state: dict[str, Any], path: os.PathLike[str] | str) -> None:
@@ -121,7 +136,8 @@ class Checkpointer:
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            index = torch.cuda.current_device()
+            torch.cuda.set_rng_state(cuda_rng_state(state["rng"]["cuda"], index), index)
         return step
 
     def save(self, step: int) -> None:

@@ -22,7 +22,9 @@ from core.data.formats import PromptFormat
 from core.data.tasks import Example, Task
 from core.engine.rollout import answer_probability, grade, sample_in_slices
 
-MAX_ROWS_PER_GENERATE = 1024  # bounds memory on big models; the tiny model takes all at once
+# Rows per generate call at most (the KV-cache budget in core.engine.rollout bounds a big
+# model's calls further). Kept because the embedded model's figures for a seed depend on it.
+MAX_ROWS_PER_GENERATE = 1024
 
 
 @dataclass
@@ -39,6 +41,7 @@ class _Samples:
     well_formed: np.ndarray  # [P * n] bool
     length: np.ndarray  # [P * n] completion tokens
     entropy: np.ndarray  # [P * n] sum of per-token entropies (nats) over the completion
+    truncation_rate: float  # share cut at max_new_tokens before ending
     answers: list[str | None]
     texts: list[str]
 
@@ -50,10 +53,11 @@ def _draw(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Promp
                                max_rows or MAX_ROWS_PER_GENERATE)
     graded = grade(rollout, fmt, task, tokenizer)
     return _Samples(
-        graded.correct.numpy(), graded.confidence.double().numpy().round(6),
+        graded.correct.cpu().numpy(), graded.confidence.double().cpu().numpy().round(6),
         answer_probability(rollout.logprobs, graded.answer_mask).float().cpu().numpy(),
-        graded.well_formed.numpy(), rollout.completion_mask.sum(-1).cpu().numpy(),
-        rollout.entropy.sum(-1).float().cpu().numpy(), graded.answers, rollout.texts)
+        graded.well_formed.cpu().numpy(), rollout.completion_mask.sum(-1).cpu().numpy(),
+        rollout.entropy.sum(-1).float().cpu().numpy(), rollout.truncation_rate, graded.answers,
+        rollout.texts)
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,
@@ -81,6 +85,7 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Pr
         "mean_length": float(s.length.mean()),
         "entropy": metrics.mean_token_entropy(s.entropy, s.length),
         "distinct_answers": metrics.distinct_answers(answers),
+        "truncation_rate": s.truncation_rate,
         "calibration": {name: metrics.calibration_summary(conf, s.correct).to_dict()
                         for name, conf in signals.items()},
     }

@@ -50,8 +50,10 @@ def pick_device(requested: str) -> torch.device:
 
 
 def model_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on CUDA GPUs that have it (half the memory, the same range as float32)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    """bf16 on CUDA GPUs that compute in it natively (half the memory, the same range as
+    float32); float32 elsewhere. The emulation that `is_bf16_supported` counts by default
+    (T4, V100) runs bf16 through float32 units, slower than float32 itself."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.bfloat16
     return torch.float32
 
@@ -196,6 +198,7 @@ def load_policy(config: RunConfig, start_from: Path | None = None) -> LoadedMode
     base, tokenizer = load_pretrained(source, config.model, model_dtype(device),
                                       config.trust_remote_code)
     fmt = prompt_format_for(base.config, tokenizer, config.reasoning)
+    check_plain_lm_head(base, config.model)
     if start_from is not None:
         base = merge_run_policy(base, start_from)
     torch.manual_seed(config.seed)
@@ -207,6 +210,23 @@ def load_policy(config: RunConfig, start_from: Path | None = None) -> LoadedMode
     model = get_peft_model(base, lora).to(device)
     pairs = _pair_adapted_layers(model, sampler) if sampler is not None else []
     return LoadedModel(model, tokenizer, fmt, device, sampler, pairs)
+
+
+def check_plain_lm_head(model: PreTrainedModel, name: str) -> None:
+    """Scoring computes log-probs from the last hidden states through the LM head's weight
+    (core.engine.rollout.head_logprobs), so a model whose logits are anything else (capped
+    as Gemma 2's, scaled as Cohere's, a head that is not one linear layer) is refused
+    rather than scored wrongly."""
+    c = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
+        else model.config
+    changed = [k for k in ("final_logit_softcapping", "logit_scale")
+               if getattr(c, k, None) not in (None, 1, 1.0)]
+    head = model.get_output_embeddings()
+    if changed or not isinstance(head, torch.nn.Linear) or not hasattr(model, "get_decoder"):
+        why = f"its config sets {', '.join(changed)}" if changed else \
+            "its LM head is not a single linear layer over the decoder's output"
+        raise ModelError(f"model {name!r} is not supported yet: {why}, and the lab computes "
+                         "log-probs from the last hidden states through a plain LM head")
 
 
 def _pair_adapted_layers(model: PeftModel, sampler: PreTrainedModel

@@ -1,7 +1,12 @@
 """Sampling completions, reading them, and scoring their tokens under the policy.
 
-One batched `generate` (KV cache) per call; one forward pass scores every completion token.
-Shapes: B = prompts x samples, W = padded prompt width, T = completion width, V = vocab.
+One KV-cached decode loop per slice of rows; one forward pass scores every completion token.
+Shapes: B = prompts x samples, W = padded prompt width, T = completion width, V = vocab,
+H = hidden size.
+
+Device rule: every tensor these functions return lives on the model's device (grading's
+Python-built tensors included), so the recipes never mix devices; tests/test_device_mix.py
+runs the loop on a stand-in GPU to keep it so.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
 from core.data.formats import PromptFormat
@@ -29,6 +36,7 @@ class Rollout:
     logprobs: torch.Tensor | None = None  # [B, T] log pi(y_t) at T = 1 while sampling; 0 on pad
     samples: int = 1  # rows per prompt; each prompt's rows are contiguous and share its prefix
     entropy: torch.Tensor | None = None  # [B, T] H(pi(. | x, y_<t)) at T = 1, nats; 0 on pad
+    truncated: torch.Tensor | None = None  # [B] bool: cut at max_new_tokens before any EOS
 
     @property
     def completion_ids(self) -> torch.Tensor:
@@ -44,7 +52,13 @@ class Rollout:
                        self.attention_mask[idx], self.completion_mask[idx], self.prompt_width,
                        [self.texts[i] for i in keep],
                        None if self.logprobs is None else self.logprobs[idx], self.samples,
-                       None if self.entropy is None else self.entropy[idx])
+                       None if self.entropy is None else self.entropy[idx],
+                       None if self.truncated is None else self.truncated[idx])
+
+    @property
+    def truncation_rate(self) -> float:
+        """Share of completions that hit max_new_tokens before ending (0 if unknown)."""
+        return float(self.truncated.float().mean()) if self.truncated is not None else 0.0
 
 
 def with_rows(base: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -89,19 +103,40 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Prom
         cache = _shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], samples)
         completion, logprobs, entropy = _decode(model, input_ids, prompt_mask, cache,
                                                 max_new_tokens, temperature, eos,
-                                                tokenizer.pad_token_id)
+                                                tokenizer.pad_token_id,
+                                                finished_check_every(device))
     completion, logprobs = completion.clone(), logprobs.clone()  # normal tensors for autograd
     is_eos = torch.isin(completion, eos)  # [B, T]
     # Tokens after the first EOS are padding: mask = 1 up to and including the first EOS.
     after_eos = (is_eos.cumsum(-1) - is_eos.long()) > 0  # [B, T]
     completion_mask = (~after_eos).long()  # [B, T]
+    # Decoding checks for the end every few steps on a GPU: drop the all-padding columns that
+    # a late check leaves, so T is what a check at every step gives.
+    width = int(completion_mask.any(0).sum())  # each row's mask is a run of ones from 0
+    completion, logprobs, entropy = completion[:, :width], logprobs[:, :width], entropy[:, :width]
+    completion_mask, is_eos = completion_mask[:, :width], is_eos[:, :width]
+    truncated = ~is_eos.any(-1) & (completion_mask.sum(-1) >= max_new_tokens)  # [B]
     attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [B, W + T]
     visible = completion.masked_fill(completion_mask == 0, tokenizer.pad_token_id)  # [B, T]
     texts = tokenizer.batch_decode(visible, skip_special_tokens=True)
     return Rollout([ex for ex in examples for _ in range(samples)],
                    torch.cat([input_ids, visible], dim=1), attention_mask, completion_mask,
                    input_ids.shape[1], texts, logprobs * completion_mask, samples,
-                   entropy.clone() * completion_mask)
+                   entropy.clone() * completion_mask, truncated)
+
+
+FINISHED_CHECK_EVERY_GPU = 8  # decode steps between reads of `finished` on an accelerator
+
+
+def finished_check_every(device: torch.device) -> int:
+    """How often decoding asks whether every row has ended.
+
+    The answer is read on the host, which waits for the GPU to finish all queued work: once a
+    step stalls the GPU every token. On the CPU it costs nothing, and checking every step
+    draws no token after the last row ends, so a seed gives the same figures as ever; on a
+    GPU, rows that ended keep drawing padding for up to 7 more steps (their mask is 0).
+    """
+    return 1 if device.type == "cpu" else FINISHED_CHECK_EVERY_GPU
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
@@ -115,7 +150,8 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> torc
 
 def _decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
             cache: Cache | None, max_new_tokens: int, temperature: float | None,
-            eos: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            eos: torch.Tensor, pad_id: int, check_every: int = 1
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token by token with the KV cache: (tokens [B, T], log pi(token) at T = 1 [B, T],
     entropy of pi at T = 1 [B, T]).
 
@@ -129,7 +165,7 @@ def _decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: tor
     step_ids, step_pos = input_ids[:, done_before:], positions[:, done_before:]
     finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     tokens, logprobs, entropy = [], [], []
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         out = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_pos,
                     cache=cache, use_cache=True, logits_to_keep=1)
         cache = out.cache
@@ -145,7 +181,7 @@ def _decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: tor
         # The policy's own spread (T = 1), whatever temperature sampled: -sum p log p.
         entropy.append(-(log_p.exp() * log_p).sum(-1))  # [B]
         finished = finished | torch.isin(chosen, eos)
-        if bool(finished.all()):
+        if (step + 1) % check_every == 0 and bool(finished.all()):
             break
         step_ids, step_pos = chosen[:, None], step_pos[:, -1:] + 1  # [B, 1]
         attention_mask = torch.cat([attention_mask, torch.ones_like(step_ids)], dim=1)
@@ -172,14 +208,52 @@ def sample_in_slices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                      fmt: PromptFormat, examples: list[Example], samples: int,
                      temperature: float | None, max_new_tokens: int, max_rows: int = 0
                      ) -> Rollout:
-    """`sample`, generating at most `max_rows` rows per call (whole prompts; 0: all at once)
-    and joining the slices into one rollout. Bounds generation memory on big models."""
-    per_call = max(1, max_rows // samples) if max_rows else len(examples)
+    """`sample` over slices of whole prompts, joined into one rollout: at most `max_rows`
+    rows per call (0: no row limit) and never more than keep the KV cache within its budget,
+    so memory follows the model's size rather than a row count."""
+    widest = max(len(ids) for ids in tokenizer([fmt.prompt(ex) for ex in examples])["input_ids"])
+    rows = len(examples) * samples
+    fit = rows_within(kv_cache_budget(model), kv_bytes_per_token(model)
+                      * (widest + max_new_tokens), rows, samples)
+    per_call = max(1, min(max_rows or rows, fit) // samples)
     if per_call >= len(examples):
         return sample(model, tokenizer, fmt, examples, samples, temperature, max_new_tokens)
     return join_rollouts([sample(model, tokenizer, fmt, examples[i:i + per_call], samples,
                                  temperature, max_new_tokens)
                           for i in range(0, len(examples), per_call)], tokenizer.pad_token_id)
+
+
+KV_CACHE_BUDGET_CPU = 4 * 2**30  # bytes of KV cache per generate call off the GPU
+KV_CACHE_SHARE_GPU = 0.4  # share of the GPU's free memory one generate call's cache may take
+
+
+def kv_bytes_per_token(model: PreTrainedModel) -> int:
+    """Bytes the KV cache holds per row and token: keys and values of every layer."""
+    c = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
+        else model.config
+    heads = c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+    kv_heads = getattr(c, "num_key_value_heads", None) or heads
+    dtype_bytes = next(model.parameters()).element_size()
+    return 2 * c.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+
+
+def kv_cache_budget(model: PreTrainedModel) -> int:
+    """Bytes one generate call's KV cache may take: a share of the GPU's free memory (the
+    rest is for the weights, activations and the LM head's [B, V] logits), else a fixed
+    budget (CPU memory is slower to run out of and swapping is the user's to see)."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * KV_CACHE_SHARE_GPU)
+    return KV_CACHE_BUDGET_CPU
+
+
+def rows_within(budget: int, bytes_per_row: int, rows: int, samples: int) -> int:
+    """Rows per generate call: whole prompts (`samples` rows each) whose cache fits the
+    budget, at least one prompt, at most every row."""
+    fit = budget // max(1, bytes_per_row) // samples * samples
+    return min(rows, max(samples, fit))
 
 
 def join_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
@@ -191,7 +265,7 @@ def join_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
     def pad(x: torch.Tensor, left: int, right: int, value: float) -> torch.Tensor:
         return torch.nn.functional.pad(x, (left, right), value=value)
 
-    ids, attn, comp, logprobs, entropy = [], [], [], [], []
+    ids, attn, comp, logprobs, entropy, truncated = [], [], [], [], [], []
     for r in parts:
         left, right = width - r.prompt_width, length - r.completion_ids.shape[1]
         ids.append(pad(r.input_ids, left, right, pad_id))  # [b, W + T]
@@ -201,18 +275,62 @@ def join_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
             logprobs.append(pad(r.logprobs, 0, right, 0.0))  # [b, T]
         if r.entropy is not None:
             entropy.append(pad(r.entropy, 0, right, 0.0))  # [b, T]
+        if r.truncated is not None:
+            truncated.append(r.truncated)  # [b]
     return Rollout([ex for r in parts for ex in r.examples], torch.cat(ids), torch.cat(attn),
                    torch.cat(comp), width, [t for r in parts for t in r.texts],
                    torch.cat(logprobs) if len(logprobs) == len(parts) else None,
                    parts[0].samples,
-                   torch.cat(entropy) if len(entropy) == len(parts) else None)
+                   torch.cat(entropy) if len(entropy) == len(parts) else None,
+                   torch.cat(truncated) if len(truncated) == len(parts) else None)
 
 
 @cache
-def _piece_lengths(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
-    """Characters each token id adds to decoded text (special tokens add none)."""
+def _pieces(tokenizer: PreTrainedTokenizerBase) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per token id: the characters it adds to decoded text alone (special tokens add none),
+    and whether that is exact. A byte-level BPE token (Qwen's, Llama 3's) may hold part of a
+    multi-byte character, which decodes alone to U+FFFD; such rows are measured by decoding."""
     ids = [[i] for i in range(len(tokenizer))]
-    return torch.tensor([len(t) for t in tokenizer.batch_decode(ids, skip_special_tokens=True)])
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return (torch.tensor([len(t) for t in texts]),
+            torch.tensor(["\ufffd" not in t for t in texts]))
+
+
+def token_offsets(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor, mask: torch.Tensor,
+                  texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Character offsets (start, end) [B, T] of each completion token in its row's text.
+
+    Fast path: the lengths of tokens decoded alone, when they add up to the row's text.
+    Otherwise (a token holding part of a character, or a tokenizer whose tokens decode
+    differently alone, as SentencePiece's leading spaces do) each token ends where the
+    decoded prefix up to it stops agreeing with the text; a token that completes no
+    character is given the character it begins, so a span still covers every token of it.
+    """
+    length, exact = _pieces(tokenizer)
+    piece = length[ids] * mask  # [B, T]
+    end = piece.cumsum(-1)  # [B, T]
+    suspect = ((~exact[ids]) & mask.bool()).any(-1) | (end[:, -1] != torch.tensor(
+        [len(t) for t in texts]))  # [B]
+    for row in suspect.nonzero().flatten().tolist():
+        n = int(mask[row].sum())
+        prefixes = tokenizer.batch_decode([ids[row, :t + 1].tolist() for t in range(n)],
+                                          skip_special_tokens=True)
+        text = texts[row]
+        ends = [_agreed(p, text) for p in prefixes]
+        end[row, :n] = torch.tensor(ends)
+        end[row, n:] = ends[-1] if ends else 0
+    start = torch.cat([torch.zeros_like(end[:, :1]), end[:, :-1]], dim=1)  # [B, T]
+    partial = (end == start) & (length[ids] > 0) & mask.bool()  # part of a character
+    return start, torch.where(partial, start + 1, end)
+
+
+def _agreed(prefix: str, text: str) -> int:
+    """Length of the common beginning of a decoded prefix and the whole text."""
+    n = min(len(prefix), len(text))
+    i = 0
+    while i < n and prefix[i] == text[i]:
+        i += 1
+    return i
 
 
 def grade(rollout: Rollout, fmt: PromptFormat, task: Task,
@@ -222,25 +340,23 @@ def grade(rollout: Rollout, fmt: PromptFormat, task: Task,
     # answer). Counting a readable answer with a broken tail as right let recipes that never
     # look at the confidence reinforce broken tails until no output stated one (psr, 300
     # steps, seed 100: format rate 0.99 -> 0.00), and then calibration cannot be measured.
+    device = rollout.input_ids.device  # every result goes where the log-probs are
     correct = torch.tensor([float(p.well_formed and task.is_correct(p.answer, ex))
                             for p, ex in zip(parsed, rollout.examples, strict=True)])
     confidence = torch.tensor([p.confidence if p.confidence is not None else float("nan")
                                for p in parsed])
     well_formed = torch.tensor([p.well_formed for p in parsed])
-    ids = rollout.completion_ids.cpu()  # [B, T]
-    piece = _piece_lengths(tokenizer)[ids] * rollout.completion_mask.cpu()  # [B, T]
-    end = piece.cumsum(-1)  # [B, T] character offset after each token
-    start = end - piece  # [B, T]
+    start, end = token_offsets(tokenizer, rollout.completion_ids.cpu(),
+                               rollout.completion_mask.cpu(), rollout.texts)  # [B, T] each
 
     def span_mask(spans: list[tuple[int, int] | None]) -> torch.Tensor:
         """Tokens that overlap a character span of the completion text."""
         s = torch.tensor([span or (0, 0) for span in spans])  # [B, 2]
-        mask = (start < s[:, 1:]) & (end > s[:, :1]) & (piece > 0)  # [B, T]
-        return mask.long().to(rollout.input_ids.device)
+        return ((start < s[:, 1:]) & (end > s[:, :1]) & (end > start)).long()  # [B, T]
 
-    return Graded([p.answer for p in parsed], correct, confidence, well_formed,
-                  span_mask([p.answer_span for p in parsed]),
-                  span_mask([p.confidence_span for p in parsed]))
+    return Graded([p.answer for p in parsed], correct.to(device), confidence.to(device),
+                  well_formed.to(device), span_mask([p.answer_span for p in parsed]).to(device),
+                  span_mask([p.confidence_span for p in parsed]).to(device))
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -255,31 +371,86 @@ def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool 
     A prompt's G completions share its prefix, so the prompt goes through the network once
     and its KV cache is repeated G times for the completion tokens: (G - 1) / G of the
     prompt's compute is saved, and the gradient still reaches the LoRA weights through the
-    shared prefix. Same values as one forward pass over every full row (tested).
+    shared prefix. Same values as one forward pass over every full row (tested). The LM
+    head then runs over chunks of tokens (`head_logprobs`), never on all of them at once.
     """
-    logits = _completion_logits(model, rollout)  # [B, T, V]
-    logp_all = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V]
-    targets = rollout.completion_ids.unsqueeze(-1)  # [B, T, 1]
-    logprobs = logp_all.gather(-1, targets).squeeze(-1)  # [B, T]
-    disparity = None
-    if with_disparity:
-        with torch.no_grad():
-            top2 = logp_all.topk(2, dim=-1)  # values [B, T, 2]
-            chosen_is_top = top2.indices[..., 0] == rollout.completion_ids  # [B, T]
-            best_other = torch.where(chosen_is_top, top2.values[..., 1], top2.values[..., 0])
-            disparity = logprobs.detach().exp() - best_other.exp()  # [B, T]
-    return TokenScores(logprobs, disparity)
+    hidden = _completion_hidden(model, rollout)  # [B, T, H]
+    head = model.get_output_embeddings()
+    b, t, h = hidden.shape
+    targets = rollout.completion_ids  # [B, T]
+    weight = head.weight if head.weight.dtype == torch.float32 else head.weight.float()
+    bias = None if getattr(head, "bias", None) is None else head.bias.float()
+    logprobs, disparity = head_logprobs(hidden.reshape(b * t, h), weight, bias,
+                                        targets.reshape(b * t), with_disparity)
+    return TokenScores(logprobs.view(b, t),
+                       None if disparity is None else disparity.view(b, t))
 
 
-def _completion_logits(model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
-    """Logits that predict each completion token y_1 .. y_T: [B, T, V].
+LOGITS_CHUNK_BYTES = 256 * 2**20  # float32 logits of one chunk of tokens in the LM head
+
+
+def head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  targets: torch.Tensor, with_disparity: bool = False,
+                  chunk_bytes: int = LOGITS_CHUNK_BYTES
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log pi(y) = z[y] - logsumexp(z), z = W h (+ b) in float32, for N tokens: [N] (and the
+    disparity p(y) - p(best other) [N] if asked, without gradient).
+
+    The [N, V] logits never exist whole: each chunk of tokens is its own checkpointed
+    function, so the forward keeps only its [n] result and the backward recomputes one
+    chunk's logits at a time. A 150k-token vocabulary made the whole-batch logits (bf16,
+    a float32 copy, the log-softmax kept for backward, then their gradients) the largest
+    thing in a training step; float32 also removes bf16's rounding of large logits. The
+    vocabulary-wide reductions follow the usual log-softmax identity (e.g. Goodfellow et al.
+    2016, sec. 6.2.2.3); only memory differs from `log_softmax(logits).gather(y)`.
+    """
+    rows = max(1, chunk_bytes // (4 * weight.shape[0]))  # tokens per chunk
+    one_chunk = hidden.shape[0] <= rows
+    logprobs, disparity = [], []
+    for i in range(0, hidden.shape[0], rows):
+        h, y = hidden[i:i + rows], targets[i:i + rows]  # [n, H], [n]
+        if one_chunk or not torch.is_grad_enabled():  # nothing to save: no recompute either
+            logprobs.append(_chunk_logprobs(h, weight, bias, y))
+        else:
+            logprobs.append(checkpoint(_chunk_logprobs, h, weight, bias, y,
+                                       use_reentrant=False))
+        if with_disparity:
+            with torch.no_grad():
+                disparity.append(_chunk_disparity(h, weight, bias, y))
+    return torch.cat(logprobs), torch.cat(disparity) if with_disparity else None
+
+
+def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+                  ) -> torch.Tensor:
+    return F.linear(h.float(), weight, bias)  # [n, V] float32
+
+
+def _chunk_logprobs(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    y: torch.Tensor) -> torch.Tensor:
+    z = _chunk_logits(h, weight, bias)  # [n, V]
+    return z.gather(1, y[:, None]).squeeze(1) - torch.logsumexp(z, dim=1)  # [n]
+
+
+def _chunk_disparity(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     y: torch.Tensor) -> torch.Tensor:
+    """p(y) - p(best token other than y): RLSF's per-token confidence."""
+    logp = torch.log_softmax(_chunk_logits(h, weight, bias), dim=1)  # [n, V]
+    top2 = logp.topk(2, dim=1)  # values [n, 2]
+    chosen_is_top = top2.indices[:, 0] == y  # [n]
+    best_other = torch.where(chosen_is_top, top2.values[:, 1], top2.values[:, 0])  # [n]
+    return logp.gather(1, y[:, None]).squeeze(1).exp() - best_other.exp()  # [n]
+
+
+def _completion_hidden(model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
+    """Last hidden states that predict each completion token y_1 .. y_T: [B, T, H].
 
     Each prompt's cache comes from `_shared_prompt_cache`, as in sampling; one more pass then
     runs the last prompt token and y_1 .. y_T-1 over it, and the gradient reaches the LoRA
     weights through the shared prefix too.
     """
     g, w = rollout.samples, rollout.prompt_width
-    end = w + rollout.completion_ids.shape[1] - 1  # y_T predicts nothing
+    t = rollout.completion_ids.shape[1]
+    end = w + t - 1  # y_T predicts nothing
     # Activation checkpointing re-runs each layer in the backward pass, and the re-run would
     # append the completions' keys to the shared cache a second time: score full rows then.
     recomputes = torch.is_grad_enabled() and any(
@@ -287,12 +458,23 @@ def _completion_logits(model: PreTrainedModel, rollout: Rollout) -> torch.Tensor
     cache = None if recomputes else _shared_prompt_cache(
         model, rollout.input_ids[::g, :w], rollout.attention_mask[::g, :w], g)
     start = 0 if cache is None else cache.get_seq_length()
-    out = model(input_ids=rollout.input_ids[:, start:end],
-                attention_mask=rollout.attention_mask[:, :end],
-                position_ids=position_ids(rollout.attention_mask)[:, start:end],
-                cache=cache, use_cache=cache is not None,
-                logits_to_keep=end - w + 1)
-    return out.logits  # [B, T, V]
+    out = model.get_decoder()(input_ids=rollout.input_ids[:, start:end],
+                              attention_mask=rollout.attention_mask[:, :end],
+                              position_ids=position_ids(rollout.attention_mask)[:, start:end],
+                              cache=cache, use_cache=cache is not None)
+    return out.last_hidden_state[:, -t:]  # [B, T, H]
+
+
+def sampler_gap(sampled: torch.Tensor, scored: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean |log pi_sampler(y) - log pi_policy(y)| over completion tokens [B, T].
+
+    Sampling runs a copy with W + BA merged into each adapted weight; in bf16 that sum drops
+    updates smaller than about 2^-9 |W|, the size of early LoRA updates at small learning
+    rates, so the sampler (which evaluation also uses) can lag the policy. On float32 this
+    is rounding noise (~1e-6).
+    """
+    m = mask.float()
+    return float(((sampled - scored.detach()).abs() * m).sum() / m.sum().clamp(min=1.0))
 
 
 def answer_probability(logprobs: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:

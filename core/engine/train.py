@@ -20,6 +20,7 @@ from core.engine.rollout import (
     answer_probability,
     grade,
     sample_in_slices,
+    sampler_gap,
     score_tokens,
     span_confidence,
     with_rows,
@@ -78,7 +79,7 @@ def train(config: RunConfig, writer: RunWriter,
         rollout = sample_in_slices(loaded.sampling_model(), tokenizer, fmt, examples,
                                    config.group_size, config.temperature,
                                    config.max_new_tokens, config.generation_batch_size)
-        graded = grade(rollout, fmt, task, tokenizer)
+        graded = grade(rollout, fmt, task, tokenizer)  # on the model's device, as all below
         batch = RecipeBatch(  # log-probs from sampling until the scoring pass replaces them
             logprobs=rollout.logprobs, old_logprobs=rollout.logprobs,
             mask=rollout.completion_mask.float(), correct=graded.correct,
@@ -94,6 +95,7 @@ def train(config: RunConfig, writer: RunWriter,
         for epoch in range(config.inner_epochs):
             scores = score_tokens(model, scored, with_disparity=use_disparity and epoch == 0)
             if epoch == 0:  # pi_old = pi on the first pass (ratio 1)
+                gap = sampler_gap(scored.logprobs, scores.logprobs, scored.completion_mask)
                 batch.old_logprobs = with_rows(batch.old_logprobs, rows, scores.logprobs.detach())
                 if recipe.needs_span_confidence:  # rlsf scores every row
                     per_token = scores.disparity if use_disparity else scores.logprobs.exp()
@@ -121,6 +123,8 @@ def train(config: RunConfig, writer: RunWriter,
             "loss": float(result.loss.detach()),
             "format_rate": float(graded.well_formed.float().mean()),
             "mean_length": float(rollout.completion_mask.sum(-1).float().mean()),
+            "truncation_rate": rollout.truncation_rate,
+            "sampler_logprob_gap": gap,
             "confidence/verbalized": _nanmean(graded.confidence),
             "confidence/answer_prob": _nanmean(answer_prob),
             "grad_norm": float(grad_norm),

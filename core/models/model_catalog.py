@@ -2,10 +2,11 @@
 and a rough memory estimate for a run. Torch-free, so the app can show it before launch.
 
 The estimate is arithmetic over the shapes the engine allocates
-(core.engine.rollout, core.engine.train):
-weights, LoRA with Adam state, the KV cache while generating, the vocabulary-wide logits that
-sampling keeps for evaluation, and the training pass (logits in float32 for log_softmax plus
-activations). For ~150k-token vocabularies the logits, not the weights, dominate.
+(core.engine.rollout, core.engine.train): weights, the sampler's merged copy of the adapted
+weights, LoRA with Adam state, then the larger of generation (the KV cache of one generate
+call) and the training pass (activations, the last hidden states, and one chunk of the LM
+head's float32 logits with their gradient). It was checked against a measured peak on the
+CPU (benchmarks/RESULTS.md, "GPU path"); the CUDA figures are not measured yet.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from core.config import RunConfig
+from core.models.model_source import ModelError, model_folder, resolve_model
 
 GB = 1e9
 PROMPT_TOKENS_CHAT = 160  # system prompt + a short question, in BPE tokens (assumed)
 PROMPT_TOKENS_EMBEDDED = 12
+# Mirrors of the engine's constants (this module stays torch-free, so it cannot import them).
 EVAL_ROWS_DEFAULT = 1024  # core.engine.evaluate.MAX_ROWS_PER_GENERATE
+KV_CACHE_BUDGET_CPU = 4 * 2**30  # core.engine.rollout.KV_CACHE_BUDGET_CPU
+LOGITS_CHUNK_BYTES = 256 * 2**20  # core.engine.rollout.LOGITS_CHUNK_BYTES
 ACTIVATION_BYTES_PER_HIDDEN = 34  # per token and layer, in 16-bit (Korthikanti et al. 2022)
+RUNTIME_BYTES_CPU = 0.42 * GB  # Python with torch, transformers and peft loaded (measured)
 
 
 @dataclass(frozen=True)
@@ -119,40 +125,71 @@ class MemoryEstimate:
         return f"about {fmt_gb(self.total)} at the peak ({self.dtype}; {parts})"
 
 
-def estimate_memory(arch: Arch, config: RunConfig, device: str, embedded: bool = False
-                    ) -> MemoryEstimate:
-    """Peak bytes of a run on `device` ('cuda' runs in bf16, others in float32): weights and
-    LoRA + Adam always, plus the largest of generation and the training pass."""
+def lm_head_bytes(tokens: int, arch: Arch, w: int) -> float:
+    """The LM head's share of a training pass over `tokens` completion tokens: one chunk's
+    float32 logits, their softmax and gradient at a time (core.engine.rollout.head_logprobs),
+    and a float32 copy of a 16-bit head's weight (w: bytes per weight)."""
+    return 3 * min(LOGITS_CHUNK_BYTES, tokens * arch.vocab * 4) \
+        + (arch.vocab * arch.hidden * 4 if w != 4 else 0)
+
+
+def estimate_memory(arch: Arch, config: RunConfig, device: str, embedded: bool = False,
+                    prompt_tokens: int | None = None) -> MemoryEstimate:
+    """Peak bytes of a run on `device` ('cuda' runs in bf16, others in float32): weights, the
+    sampler's merged copy and LoRA + Adam always, plus the larger of generation and the
+    training pass. `prompt_tokens`: the prompt's length if known (else a typical one)."""
     w = 2 if device == "cuda" else 4
-    seq_prompt = PROMPT_TOKENS_EMBEDDED if embedded else PROMPT_TOKENS_CHAT
+    seq_prompt = prompt_tokens or (PROMPT_TOKENS_EMBEDDED if embedded else PROMPT_TOKENS_CHAT)
     t = config.max_new_tokens
     seq = seq_prompt + t
     train_rows = config.prompts_per_step * config.group_size
     cap = config.generation_batch_size
+    kv_per_row = 2 * arch.layers * arch.kv_heads * arch.head_dim * w * seq
 
-    def rows(total: int, per_prompt: int, default_cap: int) -> int:
-        """Rows in one generate call: whole prompts up to the cap."""
-        limit = cap or default_cap
+    def rows(total: int, per_prompt: int, row_limit: int) -> int:
+        """Rows in one generate call: whole prompts up to the row limit and, off the GPU,
+        the KV-cache budget (core.engine.rollout; on a GPU it is a share of free memory)."""
+        limit = min(cap or row_limit, row_limit)
+        if device != "cuda":
+            limit = min(limit, KV_CACHE_BUDGET_CPU // kv_per_row)
         return min(total, max(per_prompt, limit // per_prompt * per_prompt))
 
-    gen_train = rows(train_rows, config.group_size, train_rows)
-    gen_eval = 0 if config.no_eval else rows(config.eval_prompts * config.eval_samples,
-                                             config.eval_samples, EVAL_ROWS_DEFAULT)
-    kv_per_row = 2 * arch.layers * arch.kv_heads * arch.head_dim * w * seq
-    # Sampling for evaluation keeps every step's logits in float32 (transformers' generate),
-    # stacks them and takes a log_softmax: 12 bytes per row, new token and vocabulary entry.
-    eval_logits = gen_eval * t * arch.vocab * 12
-    # The training pass: logits (w), a float32 copy and its log_softmax kept for backward.
-    train_logits = train_rows * (t + 1) * arch.vocab * (w + 8)
+    gen_rows = max(rows(train_rows, config.group_size, train_rows),
+                   0 if config.no_eval else rows(config.eval_prompts * config.eval_samples,
+                                                 config.eval_samples, EVAL_ROWS_DEFAULT))
+    # Decoding keeps the KV cache and one step's [rows, V] logits, softmax and log-softmax.
+    generation = gen_rows * (kv_per_row + arch.vocab * 4 * 3)
+    head = lm_head_bytes(train_rows * t, arch, w)
     per_token_layer = ACTIVATION_BYTES_PER_HIDDEN * arch.hidden * w / 2
     if config.gradient_checkpointing:  # each layer's input, plus one layer recomputed
         activations = train_rows * seq * (arch.layers * arch.hidden * w + per_token_layer)
     else:
         activations = train_rows * seq * arch.layers * per_token_layer
-    phases = {"generation (train)": gen_train * kv_per_row,
-              "generation (eval)": gen_eval * kv_per_row + eval_logits,
-              "training pass": train_logits + activations}
+    phases = {"generation": generation,
+              "training pass": head + activations + train_rows * t * arch.hidden * w}
     peak_name = max(phases, key=phases.__getitem__)
-    fixed = {"weights": arch.params * w, "LoRA + Adam": arch.lora_params(config.lora_rank) * 16}
-    parts = {**fixed, peak_name: phases[peak_name]}
+    adapted = arch.layers * sum(a * b for a, b in arch.layer_linears)
+    fixed = {"weights": arch.params * w,
+             "sampler copy": adapted * w if config.merged_sampling else 0,
+             "LoRA + Adam": arch.lora_params(config.lora_rank) * 16,
+             "runtime": RUNTIME_BYTES_CPU if device != "cuda" else 0}
+    parts = {k: v for k, v in {**fixed, peak_name: phases[peak_name]}.items() if v}
     return MemoryEstimate(sum(parts.values()), parts, "bf16" if w == 2 else "float32")
+
+
+def run_estimate(config: RunConfig, device: str, prompt_tokens: int | None = None
+                 ) -> MemoryEstimate | None:
+    """`estimate_memory` for a run's model on `device` ('cuda', 'cpu', 'mps'): shapes from
+    its config.json, else the curated list; None when they are unknown (a hub model outside
+    the list that is not cached yet, an unusual architecture)."""
+    try:
+        source = resolve_model(config.model)
+    except ModelError:
+        return None
+    folder = model_folder(source)
+    arch = read_arch(folder) if folder is not None else None
+    if arch is None and config.model in CATALOG_BY_ID:
+        arch = CATALOG_BY_ID[config.model].arch
+    if arch is None:
+        return None
+    return estimate_memory(arch, config, device, source.kind == "embedded", prompt_tokens)

@@ -19,7 +19,7 @@ def failure_message(e: BaseException, config: RunConfig) -> str:
     first = (str(e).strip().splitlines() or [""])[0]
     if not is_out_of_memory(e):
         return f"{type(e).__name__}: {e}"
-    gen = config.generation_batch_size or "all rows at once"
+    gen = config.generation_batch_size or "0: as many rows as the KV-cache budget allows"
     return (f"OutOfMemoryError: the device ran out of memory ({first[:200]}). Use a smaller G "
             f"(group_size, now {config.group_size}) or length (max_new_tokens, now "
             f"{config.max_new_tokens}), fewer prompts_per_step (now "

@@ -128,10 +128,11 @@ def execute(config: RunConfig, writer: RunWriter) -> str:
     slot = None
     try:
         slot = slots.wait_for_slot(RunStore(writer.path.parent), writer.run_id,
-                                   slots.max_runs(), guard.requested.is_set)
+                                   slots.max_runs(config), guard.requested.is_set)
         if slot is None:
             status = "stopped"
         else:
+            slots.pin_to_gpu(slot, config)
             writer.update_status(status="running", slot=slot.index, running_at=time.time())
             from core.engine.train import train  # torch loads here, once the run may train
 

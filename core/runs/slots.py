@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.config import RunConfig
+from core.models.model_catalog import run_estimate
 from core.runs.store import RunStore
 
 MAX_RUNS_ENV = "CALIBRATION_LAB_MAX_RUNS"
@@ -23,11 +27,14 @@ SLOTS_DIR = ".slots"  # a dot folder: never taken for a run
 POLL_SECONDS = 0.25
 
 
-def max_runs() -> int:
-    """How many runs may train at once: $CALIBRATION_LAB_MAX_RUNS, else one per CPU core."""
+def max_runs(config: RunConfig | None = None) -> int:
+    """How many runs may train at once: $CALIBRATION_LAB_MAX_RUNS; else, for a run that will
+    use CUDA GPUs, as many as their memory holds (`gpu_cap`); else one per CPU core."""
     raw = os.environ.get(MAX_RUNS_ENV, "").strip()
     if not raw:
-        return os.cpu_count() or 1
+        gpus = visible_gpus() if config is not None and config.device in ("auto", "cuda") else []
+        cap = gpu_cap(gpus, config) if gpus else None
+        return cap or os.cpu_count() or 1
     try:
         cap = int(raw)
     except ValueError:
@@ -36,6 +43,66 @@ def max_runs() -> int:
         raise ValueError(f"{MAX_RUNS_ENV} must be a whole number >= 1 (runs training at once), "
                          f"got {raw!r}")
     return cap
+
+
+GPU_MEMORY_USABLE = 0.9  # of each GPU's memory: the rest for the CUDA context and others
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: str  # as CUDA_VISIBLE_DEVICES names it
+    total_bytes: float
+
+
+def visible_gpus() -> list[Gpu]:
+    """The CUDA GPUs this process may use, from `nvidia-smi` (torch is not imported while a
+    run waits, and initialising CUDA here would take GPU memory per waiting run); [] when
+    there is none or no driver tool."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = [Gpu(i.strip(), float(mib) * 2**20) for i, mib in
+            (line.split(",") for line in out.strip().splitlines() if "," in line)]
+    allowed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if allowed is not None:
+        order = [d.strip() for d in allowed.split(",") if d.strip()]
+        by_index = {g.index: g for g in gpus}
+        gpus = [by_index[d] for d in order if d in by_index]
+    return gpus
+
+
+def gpu_cap(gpus: list[Gpu], config: RunConfig) -> int | None:
+    """Runs of this size that fit at once: each GPU holds floor(usable memory / the run's
+    estimated peak), every GPU as many as the smallest (slots go to GPUs in turn,
+    `gpu_for_slot`), at least one run. None when the run's size is unknown.
+
+    The GPUs' whole memory counts, not the memory free at this moment: free memory already
+    leaves out the lab's own runs in flight, so a cap from it would shrink as runs start.
+    """
+    estimate = run_estimate(config, "cuda")
+    if estimate is None or not gpus:
+        return None
+    per_gpu = min(int(g.total_bytes * GPU_MEMORY_USABLE // estimate.total) for g in gpus)
+    return max(1, per_gpu * len(gpus))
+
+
+def gpu_for_slot(index: int, gpus: list[Gpu]) -> str:
+    """The GPU that slot `index` trains on: slots take the GPUs in turn."""
+    return gpus[index % len(gpus)].index
+
+
+def pin_to_gpu(slot: Slot, config: RunConfig) -> None:
+    """Before torch starts CUDA in this process: let it see only its slot's GPU, so runs
+    spread over a machine's GPUs instead of all landing on the first."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return  # too late to choose (a run trained inside an app or test process)
+    gpus = visible_gpus() if config.device in ("auto", "cuda") else []
+    if len(gpus) > 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_for_slot(slot.index, gpus)
 
 
 @dataclass
