@@ -224,14 +224,15 @@ def test_skipping_rows_without_advantage_gives_the_same_update(recipe, expected_
 def test_sampling_entropy_matches_the_scoring_pass_distribution() -> None:
     """The per-token entropy kept while sampling is -sum p log p of the policy at T = 1,
     the same distribution a fresh forward pass gives; padding carries none."""
-    from core.engine.rollout import _completion_logits, sample
+    from core.engine.rollout import _completion_hidden, sample
 
     loaded = trained_looking_policy(RunConfig(threads=1))
     torch.manual_seed(0)
     examples = TASKS["add"].eval_set(8)
     r = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, examples, 4, 0.7, 10)
     with torch.inference_mode():
-        log_p = torch.log_softmax(_completion_logits(loaded.model, r).float(), -1)  # [B, T, V]
+        logits = loaded.model.get_output_embeddings()(_completion_hidden(loaded.model, r))
+        log_p = torch.log_softmax(logits.float(), -1)  # [B, T, V]
     expected = -(log_p.exp() * log_p).sum(-1)  # [B, T]
     mask = r.completion_mask.bool()
     assert torch.allclose(r.entropy[mask], expected[mask], atol=1e-4)
