@@ -54,7 +54,8 @@ def _runs_dir_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m core", description="Calibration Lab engine.")
+    parser = _Parser(prog="python -m core", description="Calibration Lab engine. Recipes, "
+                     "confidence signals and metrics: docs/science.md.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one run; prints its id on the last line")
     train.add_argument("--preset", choices=None, default=None,
