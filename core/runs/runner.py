@@ -15,11 +15,12 @@ import time
 import traceback
 from pathlib import Path
 
-from core.runs import slots
 from core.config import RunConfig
-from core.paths import REPO_ROOT
-from core.runs.failures import failure_message
+from core.data.task_data import task_for
 from core.models.model_source import check_hub_reachable, check_model
+from core.paths import REPO_ROOT
+from core.runs import slots
+from core.runs.failures import failure_message
 from core.runs.store import (
     ACTIVE,
     ENDED_UNREPORTED,
@@ -28,7 +29,6 @@ from core.runs.store import (
     process_start,
     run_lock,
 )
-from core.data.task_data import task_for
 
 STOP_GRACE_SECONDS = 3.0  # a stop that the loop has not honoured by then is forced
 
