@@ -85,6 +85,8 @@ for i, (name, info) in enumerate(RECIPE_INFO.items()):
         st.latex(common.latex_lines(info.formula))
 st.caption("c = 1 if the answer is right, else 0; q = the confidence the model states; "
            "A = the advantage that multiplies log π of each completion token.")
+st.caption("Formulas, papers, confidence signals, metrics and what the lab's experiments show: "
+           "`docs/science.md` in the repository.")
 
 st.subheader("Recent runs")
 if not runs:

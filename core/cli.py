@@ -77,7 +77,8 @@ def _experiment_default(field: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m core", description="Calibration Lab engine.")
+    parser = _Parser(prog="python -m core", description="Calibration Lab engine. Recipes, "
+                     "confidence signals and metrics: docs/science.md.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one run; prints its id on the last line")
     train.add_argument("--preset", choices=None, default=None,

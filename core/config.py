@@ -29,6 +29,36 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message says how to fix it."""
 
 
+@dataclass(frozen=True)
+class Bound:
+    """Where a number setting may lie. Validation checks it and the launch form's widgets take
+    their limits from it (`widget_limits`), so a widget never offers a value that validation
+    rejects. `why` ends the message, saying how to fix it."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False  # low itself is not allowed
+    open_high: bool = False
+    why: str = ""
+    nudge: float = 1e-6  # how far inside an open end a widget's limit sits
+
+    def allows(self, v: float) -> bool:
+        return ((self.low is None or (v > self.low if self.open_low else v >= self.low))
+                and (self.high is None or (v < self.high if self.open_high else v <= self.high)))
+
+    def rule(self) -> str:
+        if self.low is not None and self.high is not None:
+            return (f"lie in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}"
+                    f"{')' if self.open_high else ']'}")
+        if self.low is not None:
+            return f"be {'>' if self.open_low else '>='} {self.low:g}"
+        return f"be {'<' if self.open_high else '<='} {self.high:g}"
+
+    def message(self, name: str, v: float) -> str:
+        why = f" ({self.why})" if self.why else ""
+        return f"{name} must {self.rule()}{why}, got {v}"
+
+
 def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - `help` mirrors argparse
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
@@ -68,57 +98,83 @@ class RunConfig:
                         "merged into the base weights and this run trains a fresh adapter on "
                         "top, so the reference (adapter off: KL, rlsf's DPO) is that starting "
                         "policy. Empty: start from the model itself.")
-    recipe: str = _f("binary", "Reward recipe: " + ", ".join(RECIPE_NAMES) + ". See SCIENCE.md.")
-    seed: int = _f(0, "Random seed for sampling, LoRA initialisation and the training prompts.")
+    recipe: str = _f("binary", "Reward recipe: " + ", ".join(RECIPE_NAMES) + ". Formulas and "
+                     "papers: docs/science.md.")
+    seed: int = _f(0, "Random seed for sampling, LoRA initialisation and the training prompts.",
+                   bound=Bound(0, why="numpy's generators take no negative seed"))
     # --- RL loop -------------------------------------------------------------------
-    steps: int = _f(100, "Optimiser steps. 0 evaluates the model only.")
-    prompts_per_step: int = _f(16, "Distinct training prompts per step.")
-    group_size: int = _f(8, "G: completions sampled per prompt; the group baseline needs G >= 2.")
-    temperature: float = _f(1.0, "Sampling temperature for training rollouts.")
+    steps: int = _f(100, "Optimiser steps. 0 evaluates the model only.",
+                    bound=Bound(0, why="0 evaluates only"))
+    prompts_per_step: int = _f(16, "Distinct training prompts per step.",
+                               bound=Bound(1))
+    group_size: int = _f(8, "G: completions sampled per prompt; the group baseline needs G >= 2.",
+                         bound=Bound(2, why="G: a group needs two samples for its baseline"))
+    temperature: float = _f(1.0, "Sampling temperature for training rollouts.",
+                            bound=Bound(0.0, open_low=True, why="sampling; try 1.0", nudge=0.01))
     max_new_tokens: int = _f(10, "Longest completion, in tokens. The embedded model needs "
-                             "about 10; chat models a few hundred with reasoning on.")
+                             "about 10; chat models a few hundred with reasoning on.",
+                             bound=Bound(1))
     reasoning: bool = _f(True, "Chat models: ask for <think> reasoning before the <answer> and "
                          "<confidence> tags (RLCR's format). Off: answer and confidence only "
                          "(and Qwen3's thinking mode off). The embedded model ignores it.")
-    lr: float = _f(1e-3, "Adam learning rate for the LoRA weights.")
+    lr: float = _f(1e-3, "Adam learning rate for the LoRA weights.",
+                   bound=Bound(0.0, open_low=True, why="try 1e-3", nudge=1e-8))
     lr_schedule: str = _f("constant", "Learning-rate schedule: 'constant', or 'cosine' from lr "
                           "down to lr/10 at the last step (a calmer end of the run).")
-    adam_beta2: float = _f(0.99, "Adam beta2; lower reacts faster on a small, noisy policy.")
-    max_grad_norm: float = _f(1.0, "Gradient-norm clip; 0 turns clipping off.")
-    inner_epochs: int = _f(1, "Optimiser steps per rollout batch. Above 1 the PPO clip applies.")
-    clip_eps: float = _f(0.2, "PPO clip range epsilon for reused batches.")
+    adam_beta2: float = _f(0.99, "Adam beta2; lower reacts faster on a small, noisy policy.",
+                           bound=Bound(0.0, 1.0, open_low=True, open_high=True))
+    max_grad_norm: float = _f(1.0, "Gradient-norm clip; 0 turns clipping off.",
+                              bound=Bound(0.0, why="0 turns clipping off"))
+    inner_epochs: int = _f(1, "Optimiser steps per rollout batch. Above 1 the PPO clip applies.",
+                           bound=Bound(1))
+    clip_eps: float = _f(0.2, "PPO clip range epsilon for reused batches.",
+                         bound=Bound(0.0, 1.0, open_low=True, open_high=True, why="try 0.2",
+                                     nudge=0.01))
     scale_rewards: bool = _f(False, "GRPO: divide group-centred rewards by the group std.")
     kl_beta: float = _f(0.0, "KL penalty weight to the reference (adapter off), k3 estimator. "
-                        "0 turns it off.")
+                        "0 turns it off.",
+                        bound=Bound(0.0, why="0 turns the KL term off"))
     rlcr_reward_to_go: bool = _f(True, "rlcr: credit the confidence tokens only with the Brier "
                                  "term they can change (reward-to-go), not with correctness, "
                                  "which is settled before they are written. Off: every token "
                                  "gets the whole reward's advantage.")
-    wr_lambda: float = _f(0.1, "w-reinforce: weight lambda on correct samples (wrong get -1).")
-    rlsf_beta: float = _f(0.2, "rlsf: DPO beta.")
+    wr_lambda: float = _f(0.1, "w-reinforce: weight lambda on correct samples (wrong get -1).",
+                          bound=Bound(0.0, why="try 0.1"))
+    rlsf_beta: float = _f(0.2, "rlsf: DPO beta.",
+                          bound=Bound(0.0, open_low=True, why="try 0.2", nudge=0.01))
     rlsf_threshold: float = _f(0.9, "rlsf: a preferred trace needs answer-span confidence at "
-                               "least this.")
+                               "least this.",
+                               bound=Bound(0.0, 1.0))
     rlsf_signal: str = _f("disparity", "rlsf: answer-span confidence, 'disparity' (p(top) - "
                           "p(runner-up), RLSF's default) or 'mean_prob'.")
     # --- LoRA ----------------------------------------------------------------------
-    lora_rank: int = _f(16, "LoRA rank r.")
-    lora_alpha: float = _f(32.0, "LoRA alpha; the update is scaled by alpha / r.")
+    lora_rank: int = _f(16, "LoRA rank r.",
+                        bound=Bound(1))
+    lora_alpha: float = _f(32.0, "LoRA alpha; the update is scaled by alpha / r.",
+                           bound=Bound(0.0, open_low=True, nudge=0.01))
     lora_targets: str = _f("all-linear", "LoRA target modules: 'all-linear' or a comma-separated "
                            "list of module names (e.g. 'q_proj,v_proj').")
     # --- evaluation ----------------------------------------------------------------
-    eval_every: int = _f(20, "Evaluate every E steps; 0 evaluates only at step 0 and the end.")
-    eval_prompts: int = _f(128, "Held-out prompts per evaluation (a fixed set).")
+    eval_every: int = _f(20, "Evaluate every E steps; 0 evaluates only at step 0 and the end.",
+                         bound=Bound(0, why="0: only at step 0 and the end"))
+    eval_prompts: int = _f(128, "Held-out prompts per evaluation (a fixed set).",
+                           bound=Bound(1))
     eval_samples: int = _f(16, "n: samples per held-out prompt, for accuracy, Pass@k and "
-                           "consistency.")
-    eval_temperature: float = _f(1.0, "Sampling temperature for evaluation.")
+                           "consistency.",
+                           bound=Bound(1))
+    eval_temperature: float = _f(1.0, "Sampling temperature for evaluation.",
+                                 bound=Bound(0.0, open_low=True, nudge=0.01,
+                                             why="greedy accuracy is measured separately"))
     pass_k: tuple[int, ...] = _f((), "Pass@k values; empty means 1, 2, 4, ... up to n.")
     no_eval: bool = _f(False, "Skip every evaluation, the step-0 and final ones too.")
-    keep_samples: int = _f(64, "Completions kept per evaluation for the completion browser.")
+    keep_samples: int = _f(64, "Completions kept per evaluation for the completion browser.",
+                           bound=Bound(0))
     # --- reliability ---------------------------------------------------------------
     checkpoint_every: int = _f(10, "Save a checkpoint (LoRA weights, optimiser and RNG states) "
                                "every K steps and when stopped, so a stopped or failed run "
                                "can continue as the same run. 0 turns checkpoints off: a "
-                               "continued run then starts again from step 0.")
+                               "continued run then starts again from step 0.",
+                               bound=Bound(0, why="0 turns checkpoints off"))
     # --- machine -------------------------------------------------------------------
     device: str = _f("auto", "Device: auto (cuda if present, else mps, else cpu), cpu, cuda "
                      "or mps. CUDA runs in bf16.")
@@ -129,8 +185,10 @@ class RunConfig:
                                     "at a time); 0: no set limit (up to 1024 in evaluation). "
                                     "Either way a call holds no more rows than its KV cache "
                                     "fits in (two fifths of a GPU's free memory, 4 GiB on a "
-                                    "CPU).")
-    threads: int = _f(0, "CPU threads for torch; 0 uses every core.")
+                                    "CPU).", bound=Bound(0, why="0: no set limit"))
+    threads: int = _f(0, "CPU threads for torch; 0: a share of the cores that follows the "
+                      "runs training at once (every core when it trains alone).",
+                      bound=Bound(0, why="0 shares the cores among the runs training at once"))
     merged_sampling: bool = _f(True, "Generate with a copy of the adapted layers that has the "
                                "LoRA update merged in: faster sampling, at the memory cost of "
                                "one more copy of those weights. Off: sample through the LoRA "
@@ -180,6 +238,21 @@ def help_text(name: str) -> str:
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 
+def widget_limits(name: str) -> dict[str, int | float]:
+    """min_value / max_value for a number widget of a setting, read from its Bound. An open
+    end moves inside by the bound's nudge (by 1 for a whole number), so a widget never offers
+    a value that validation rejects. Of the setting's own kind, as Streamlit needs."""
+    bound: Bound = FIELDS[name].metadata["bound"]
+    kind = type(FIELDS[name].default)
+    inside = bound.nudge if kind is float else 1
+    limits: dict[str, int | float] = {}
+    if bound.low is not None:
+        limits["min_value"] = kind(bound.low + inside if bound.open_low else bound.low)
+    if bound.high is not None:
+        limits["max_value"] = kind(bound.high - inside if bound.open_high else bound.high)
+    return limits
+
+
 # What each annotation accepts, and how to say so. Annotations are strings here (PEP 563).
 _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
@@ -227,60 +300,16 @@ def validate(config: RunConfig) -> list[str]:
                  f"got {c.lr_schedule!r}")
     if c.rlsf_signal not in SPAN_SIGNALS:
         p.append(f"rlsf_signal must be one of {', '.join(SPAN_SIGNALS)}, got {c.rlsf_signal!r}")
-    if c.steps < 0:
-        p.append(f"steps must be >= 0 (0 evaluates only), got {c.steps}")
-    if c.group_size < 2:
-        p.append(f"group_size G must be >= 2 so a group has a baseline, got {c.group_size}")
-    if c.prompts_per_step < 1:
-        p.append(f"prompts_per_step must be >= 1, got {c.prompts_per_step}")
-    if c.lr <= 0:
-        p.append(f"lr must be > 0 (try 1e-3), got {c.lr}")
-    if c.temperature <= 0:
-        p.append(f"temperature must be > 0 for sampling (try 1.0), got {c.temperature}")
-    if c.eval_temperature <= 0:
-        p.append(f"eval_temperature must be > 0 (greedy accuracy is measured separately), "
-                 f"got {c.eval_temperature}")
-    if c.max_new_tokens < 1:
-        p.append(f"max_new_tokens must be >= 1, got {c.max_new_tokens}")
-    if c.inner_epochs < 1:
-        p.append(f"inner_epochs must be >= 1, got {c.inner_epochs}")
-    if not 0 < c.clip_eps < 1:
-        p.append(f"clip_eps must lie in (0, 1) (try 0.2), got {c.clip_eps}")
-    if c.kl_beta < 0:
-        p.append(f"kl_beta must be >= 0 (0 turns the KL term off), got {c.kl_beta}")
-    if c.wr_lambda < 0:
-        p.append(f"wr_lambda must be >= 0 (try 0.1), got {c.wr_lambda}")
-    if c.rlsf_beta <= 0:
-        p.append(f"rlsf_beta must be > 0 (try 0.2), got {c.rlsf_beta}")
-    if not 0 <= c.rlsf_threshold <= 1:
-        p.append(f"rlsf_threshold must lie in [0, 1], got {c.rlsf_threshold}")
-    if not 0 < c.adam_beta2 < 1:
-        p.append(f"adam_beta2 must lie in (0, 1), got {c.adam_beta2}")
-    if c.max_grad_norm < 0:
-        p.append(f"max_grad_norm must be >= 0 (0 turns clipping off), got {c.max_grad_norm}")
-    if c.lora_rank < 1:
-        p.append(f"lora_rank must be >= 1, got {c.lora_rank}")
-    if c.lora_alpha <= 0:
-        p.append(f"lora_alpha must be > 0, got {c.lora_alpha}")
+    for name, f in FIELDS.items():  # every number setting's range, from its Bound
+        bound = f.metadata.get("bound")
+        if bound is not None and not bound.allows(getattr(c, name)):
+            p.append(bound.message(name, getattr(c, name)))
     if not c.lora_targets.strip():
         p.append("lora_targets must name modules or be 'all-linear'")
-    if c.eval_every < 0:
-        p.append(f"eval_every must be >= 0 (0: only at step 0 and the end), got {c.eval_every}")
-    if c.eval_prompts < 1:
-        p.append(f"eval_prompts must be >= 1, got {c.eval_prompts}")
-    if c.eval_samples < 1:
-        p.append(f"eval_samples n must be >= 1, got {c.eval_samples}")
     bad_k = [k for k in c.pass_k if not 1 <= int(k) <= c.eval_samples]
     if bad_k:
         p.append(f"Pass@k needs 1 <= k <= n = {c.eval_samples}; raise eval_samples or drop "
                  f"k = {', '.join(map(str, bad_k))}")
-    if c.keep_samples < 0:
-        p.append(f"keep_samples must be >= 0, got {c.keep_samples}")
-    if c.checkpoint_every < 0:
-        p.append(f"checkpoint_every must be >= 0 (0 turns checkpoints off), got "
-                 f"{c.checkpoint_every}")
-    if c.threads < 0:
-        p.append(f"threads must be >= 0 (0 uses every core), got {c.threads}")
     if not c.model.strip():
         p.append("model must be 'embedded', a local folder or a hub id")
     if c.grader not in GRADER_CHOICES:
@@ -296,9 +325,6 @@ def validate(config: RunConfig) -> list[str]:
                         or c.init_from.startswith(".")):
         p.append(f"init_from must be a run id from the run store (no '/', no leading "
                  f"'.'), got {c.init_from!r}")
-    if c.generation_batch_size < 0:
-        p.append(f"generation_batch_size must be >= 0 (0: no row limit), got "
-                 f"{c.generation_batch_size}")
     return p
 
 

@@ -1,6 +1,6 @@
 """Evaluation metrics: Pass@k, calibration (ECE, Brier, AUROC, reliability) and consistency.
 
-Pure numpy, no torch. Definitions follow SCIENCE.md ("Metrics", "Confidence signals").
+Pure numpy, no torch. Definitions follow docs/science.md ("Metrics", "Confidence signals").
 `conf` arguments are confidences in [0, 1]; `correct` arguments are bools or 0/1.
 Both accept lists or numpy arrays of the same length.
 """
@@ -205,7 +205,7 @@ def auroc(conf: ArrayLike, correct: ArrayLike) -> float | None:
 
 def overconfidence(conf: ArrayLike, correct: ArrayLike) -> float:
     """Mean confidence minus accuracy (> 0: overconfident); NaN when empty."""
-    # SCIENCE.md "Metrics": overconfidence = mean q - accuracy (a signed calibration gap).
+    # docs/science.md "Metrics": overconfidence = mean q - accuracy (a signed calibration gap).
     q, c = _as_pair(conf, correct)
     if q.size == 0:
         return float("nan")
@@ -222,7 +222,7 @@ def consistency(answers: Sequence[Sequence[str | None]]) -> list[list[float | No
     The denominator counts all samples of the prompt, failures included; the result is
     None where the answer itself is None.
     """
-    # SCIENCE.md "Confidence signals": consistency (self-consistency agreement, as in
+    # docs/science.md "Confidence signals": consistency (self-consistency agreement, as in
     # Wang et al. 2023, "Self-Consistency Improves Chain of Thought Reasoning").
     out: list[list[float | None]] = []
     for group in answers:

@@ -8,7 +8,15 @@ import dataclasses
 import streamlit as st
 
 from core import api
-from core.config import DEVICES, EMBEDDED_MODEL, FIELDS, PRESETS, RECIPE_NAMES, help_text
+from core.config import (
+    DEVICES,
+    EMBEDDED_MODEL,
+    FIELDS,
+    PRESETS,
+    RECIPE_NAMES,
+    help_text,
+    widget_limits,
+)
 from core.recipe_info import RECIPE_INFO
 from ui import common, task_source
 
@@ -34,6 +42,12 @@ def defaults(preset: str) -> dict:
 def apply_preset() -> None:
     for f, v in defaults(st.session_state["launch_preset"]).items():
         st.session_state[f"launch_{f}"] = v
+
+
+def number(where, label: str, name: str, **kw: object) -> None:  # where: st or a column
+    """A number widget for a RunConfig setting: its help text, and limits from its Bound."""
+    where.number_input(label, key=f"launch_{name}", help=help_text(name),
+                       **widget_limits(name), **kw)
 
 
 if "launch_steps" not in st.session_state:  # first visit, or back from another page
@@ -85,50 +99,38 @@ if model and model != EMBEDDED_MODEL:
               help=help_text("trust_remote_code"))
 
 if recipe == "w-reinforce":
-    st.number_input("λ (weight on correct samples)", key="launch_wr_lambda", step=0.05,
-                    help=help_text("wr_lambda"))
+    number(st, "λ (weight on correct samples)", "wr_lambda", step=0.05)
 if recipe == "rlsf":
     r1, r2, r3 = st.columns(3)
-    r1.number_input("DPO β", key="launch_rlsf_beta", step=0.05, help=help_text("rlsf_beta"))
-    r2.number_input("Confidence threshold τ", key="launch_rlsf_threshold", step=0.05,
-                    help=help_text("rlsf_threshold"))
+    number(r1, "DPO β", "rlsf_beta", step=0.05)
+    number(r2, "Confidence threshold τ", "rlsf_threshold", step=0.05)
     r3.selectbox("Answer-span confidence", ["disparity", "mean_prob"], key="launch_rlsf_signal",
                  help=help_text("rlsf_signal"))
 
 st.subheader("Training")
 t1, t2, t3, t4 = st.columns(4)
-t1.number_input("Steps", key="launch_steps", min_value=0, step=10, help=help_text("steps"))
-t2.number_input("Prompts per step", key="launch_prompts_per_step", min_value=1,
-                help=help_text("prompts_per_step"))
-t3.number_input("G (group size)", key="launch_group_size", min_value=1,
-                help=help_text("group_size"))
-t4.number_input("Seed", key="launch_seed", min_value=0, help=help_text("seed"))
-t1.number_input("Learning rate", key="launch_lr", min_value=0.0, step=1e-4, format="%.1e",
-                help=help_text("lr"))
-t2.number_input("LoRA rank", key="launch_lora_rank", min_value=1, help=help_text("lora_rank"))
-t3.number_input("KL β", key="launch_kl_beta", min_value=0.0, step=0.01, format="%.3f",
-                help=help_text("kl_beta"))
-t4.number_input("Temperature", key="launch_temperature", min_value=0.0, step=0.1,
-                help=help_text("temperature"))
-t1.number_input("Max new tokens", key="launch_max_new_tokens", min_value=1, step=32,
-                help=help_text("max_new_tokens"))
+number(t1, "Steps", "steps", step=10)
+number(t2, "Prompts per step", "prompts_per_step")
+number(t3, "G (group size)", "group_size")
+number(t4, "Seed", "seed")
+number(t1, "Learning rate", "lr", step=1e-4, format="%.1e")
+number(t2, "LoRA rank", "lora_rank")
+number(t3, "KL β", "kl_beta", step=0.01, format="%.3f")
+number(t4, "Temperature", "temperature", step=0.1)
+number(t1, "Max new tokens", "max_new_tokens", step=32)
 
 st.subheader("Evaluation")
 e1, e2, e3, e4 = st.columns(4)
-e1.number_input("Evaluate every (steps)", key="launch_eval_every", min_value=0,
-                help=help_text("eval_every"))
-e2.number_input("Eval prompts", key="launch_eval_prompts", min_value=1,
-                help=help_text("eval_prompts"))
-e3.number_input("n (samples per prompt)", key="launch_eval_samples", min_value=1,
-                help=help_text("eval_samples"))
+number(e1, "Evaluate every (steps)", "eval_every")
+number(e2, "Eval prompts", "eval_prompts")
+number(e3, "n (samples per prompt)", "eval_samples")
 pass_k_text = e4.text_input("Pass@k values", key="launch_pass_k", placeholder="1, 2, 4, … ≤ n",
                             help=help_text("pass_k"))
 
 st.subheader("Machine")
 g1, g2, g3 = st.columns(3)
 g1.radio("Device", DEVICES, key="launch_device", horizontal=True, help=help_text("device"))
-g2.number_input("Generation batch size (rows; 0 = all)", key="launch_generation_batch_size",
-                min_value=0, step=8, help=help_text("generation_batch_size"))
+number(g2, "Generation batch size (rows; 0 = all)", "generation_batch_size", step=8)
 g3.toggle("Gradient checkpointing", key="launch_gradient_checkpointing",
           help=help_text("gradient_checkpointing"))
 

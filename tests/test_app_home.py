@@ -20,6 +20,7 @@ def test_home_shows_question_recipes_and_recent_runs(runs_dir):
     at = ok(page())
     assert "Calibration Lab" in at.title[0].value
     assert "knows what it knows" in texts(at)
+    assert "docs/science.md" in texts(at)  # the science reference, in the repository
     latex = [e.value for e in at.latex]
     assert len(latex) == len(RECIPE_INFO)
     assert any("(q - c)^2" in f for f in latex)  # rlcr's Brier term, rendered by st.latex

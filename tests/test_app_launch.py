@@ -8,7 +8,7 @@ import pytest
 from app_helpers import IDS, ok, page, set_status, texts, use_store
 
 from core import api
-from core.config import help_text
+from core.config import FIELDS, help_text, widget_limits
 from core.models.model_source import ModelError
 
 
@@ -42,19 +42,31 @@ def test_recipe_knobs_appear_with_their_recipe(runs_dir):
     ok(at)
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("launch_group_size", 1, "group_size G must be >= 2"),
-    ("launch_temperature", 0.0, "temperature must be > 0"),
-    ("launch_eval_samples", 2, "Pass@k needs 1 <= k <= n"),
-])
-def test_invalid_settings_are_explained_and_block_launch(runs_dir, key, value, message):
+def test_a_setting_that_clashes_with_another_is_explained_and_blocks_launch(runs_dir):
     at = page("launch")
-    if key == "launch_eval_samples":
-        at.text_input(key="launch_pass_k").set_value("1, 4")
-    at.number_input(key=key).set_value(value).run()
+    at.text_input(key="launch_pass_k").set_value("1, 4")
+    at.number_input(key="launch_eval_samples").set_value(2).run()
     ok(at)
-    assert message in at.error[0].value
+    assert "Pass@k needs 1 <= k <= n" in at.error[0].value
     assert at.button(key="launch_go").disabled
+
+
+def test_number_widgets_offer_only_values_that_validation_accepts(runs_dir):
+    """Each widget's limits come from its setting's Bound: G from 2, a temperature above 0."""
+    at = page("launch")
+    widgets = {}
+    for recipe in ("w-reinforce", "rlsf"):  # their own knobs appear with them
+        at.selectbox(key="launch_recipe").set_value(recipe).run()
+        widgets |= {w.key.removeprefix("launch_"): w for w in at.number_input}
+    assert len(widgets) == 16
+    assert widgets["group_size"].min == 2 and widgets["temperature"].min > 0
+    for name, w in widgets.items():
+        limits = widget_limits(name)
+        assert (w.min, w.max) == (limits.get("min_value"), limits.get("max_value")), name
+        for end in (w.min, w.max):
+            if end is not None:  # both ends of every widget pass validation
+                _, problems = api.check_config({name: type(FIELDS[name].default)(end)})
+                assert not problems, (name, end, problems)
 
 
 def test_bad_pass_k_text_and_missing_model_folder(runs_dir, tmp_path):

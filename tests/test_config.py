@@ -11,10 +11,12 @@ from core.config import (
     FIELDS,
     PRESETS,
     RECIPE_NAMES,
+    Bound,
     ConfigError,
     RunConfig,
     build_config,
     help_text,
+    widget_limits,
 )
 from core.engine.recipes import RECIPES
 
@@ -66,7 +68,7 @@ def test_every_problem_is_reported_at_once():
 def test_defaults_are_valid_and_match_the_papers():
     c = RunConfig()
     assert c.recipe == "binary"
-    assert c.clip_eps == 0.2  # PPO clip, SCIENCE.md
+    assert c.clip_eps == 0.2  # PPO clip, docs/science.md
     assert c.wr_lambda == 0.1  # W-REINFORCE lambda
     assert c.rlsf_beta == 0.2 and c.rlsf_threshold == 0.9  # RLSF's code
     assert c.kl_beta == 0.0
@@ -173,3 +175,47 @@ def test_learning_rate_schedules_by_hand() -> None:
     assert [round(learning_rate(cos, s), 9) for s in (1, 3, 5)] == [1e-3, 5.5e-4, 1e-4]
     with pytest.raises(ConfigError, match="lr_schedule must be one of"):
         RunConfig(lr_schedule="x")
+
+
+@pytest.mark.parametrize(("bound", "inside", "outside", "rule"), [
+    (Bound(2), [2, 3], [1, 0], "be >= 2"),
+    (Bound(0.0, open_low=True), [1e-9, 5.0], [0.0, -1.0], "be > 0"),
+    (Bound(0.0, 1.0), [0.0, 1.0], [-0.01, 1.01], "lie in [0, 1]"),
+    (Bound(0.0, 1.0, open_low=True, open_high=True), [0.5], [0.0, 1.0], "lie in (0, 1)"),
+])
+def test_a_bound_allows_its_range_and_says_it(bound, inside, outside, rule):
+    assert all(bound.allows(v) for v in inside) and not any(bound.allows(v) for v in outside)
+    assert bound.rule() == rule
+
+
+def test_widget_limits_follow_the_bounds_by_hand():
+    assert widget_limits("group_size") == {"min_value": 2}
+    assert widget_limits("steps") == {"min_value": 0}
+    assert widget_limits("temperature") == {"min_value": 0.01}  # > 0, moved in by its nudge
+    assert widget_limits("lr") == {"min_value": 1e-8}
+    assert widget_limits("rlsf_threshold") == {"min_value": 0.0, "max_value": 1.0}
+    assert widget_limits("clip_eps") == {"min_value": 0.01, "max_value": 0.99}
+    assert isinstance(widget_limits("steps")["min_value"], int)  # the setting's own kind
+
+
+BOUNDED = [name for name, f in FIELDS.items() if "bound" in f.metadata]
+
+
+@pytest.mark.parametrize("name", BOUNDED)
+def test_every_widget_limit_is_valid_and_the_next_value_out_is_not(name):
+    """The one home of a range: what a widget offers at its ends passes validation, and
+    validation refuses what lies just beyond (or exactly on an open end)."""
+    bound, kind = FIELDS[name].metadata["bound"], type(FIELDS[name].default)
+    for key, end, open_end, sign in (("min_value", bound.low, bound.open_low, -1),
+                                     ("max_value", bound.high, bound.open_high, 1)):
+        if end is None:
+            continue
+        RunConfig(**{name: widget_limits(name)[key]})  # no ConfigError
+        beyond = end if open_end else end + sign * (1 if kind is int else 1e-9)
+        with pytest.raises(ConfigError, match=name):
+            RunConfig(**{name: kind(beyond)})
+
+
+def test_every_number_setting_declares_its_range():
+    numbers = {name for name, f in FIELDS.items() if str(f.type) in ("int", "float")}
+    assert numbers and numbers == set(BOUNDED)

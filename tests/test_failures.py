@@ -14,7 +14,7 @@ from core.runs.store import RunStore
 
 def test_cuda_out_of_memory_marks_the_run_failed_and_keeps_what_was_logged(tmp_path,
                                                                            monkeypatch):
-    def runs_out(config, writer, should_stop=None, loaded=None):
+    def runs_out(config, writer, should_stop=None, loaded=None, threads=None):
         writer.log(0, {"eval/accuracy": 0.25})
         writer.log(1, {"train/loss": 0.5})
         writer.update_status(step=1)

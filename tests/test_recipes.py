@@ -1,4 +1,4 @@
-"""Tests for core.engine.recipes against hand-worked values (SCIENCE.md, "Reward recipes").
+"""Tests for core.engine.recipes against hand-worked values (docs/science.md, recipes).
 
 The arithmetic behind every expected number is written out in the comments.
 """

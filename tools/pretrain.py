@@ -174,9 +174,10 @@ is only partly competent. It took {minutes:.1f} minutes on 2 CPU cores.
 The confidence digit in the training text imitates human-written confidence: mostly
 high, and a little lower for problems with more operand digits (a difficulty the prompt
 shows). So the model starts overconfident, with weakly informative verbalized
-confidence, as real instruction-tuned models do. The pilot (shared/PILOT-NOTES.md)
-found that label noise does not give a useful starting point; early stopping on clean
-labels does.
+confidence, as real instruction-tuned models do. A pilot before the lab found that label
+noise does not give a useful starting point; early stopping on clean labels does. What the
+lab measures on this model, and what its experiments found: docs/science.md in the
+repository.
 
 ## Starting metrics (measured by the lab's evaluation at build time)
 Default eval set of each task: 128 held-out prompts, n = 16 samples at T = 1.

@@ -4,7 +4,7 @@ The embedded model speaks the compact format `Q=` -> `ANSWER;C<d>`, where the di
 its verbalized confidence on ten levels, q = (d + 0.5) / 10: each level sits at the centre
 of one of the ten equal-width ECE bins.
 
-Chat models speak RLCR's tag format (SCIENCE.md): the tokenizer's chat template wraps a
+Chat models speak RLCR's tag format (docs/science.md): the tokenizer's chat template wraps a
 system prompt that asks for `<think>…</think><answer>…</answer><confidence>…</confidence>`
 and the question; the last `<answer>` and the last `<confidence>` are read.
 """

@@ -1,4 +1,4 @@
-"""Evaluation on the fixed held-out set (SCIENCE.md, "Metrics").
+"""Evaluation on the fixed held-out set (docs/science.md, "Metrics").
 
 n samples per prompt at the eval temperature, plus one greedy answer per prompt, then
 accuracy, Pass@k, format rate, length, the spread of the samples (mean per-token entropy of

@@ -1,4 +1,4 @@
-"""Reward recipes (SCIENCE.md, "Reward recipes"): one signature, one registry.
+"""Reward recipes (docs/science.md, "Reward recipes"): one signature, one registry.
 
 Each recipe maps a scored rollout to a loss to minimise, the per-sample reward it used,
 and named components for the app's charts. The building blocks are small pure functions.

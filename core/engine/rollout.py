@@ -336,7 +336,7 @@ def _agreed(prefix: str, text: str) -> int:
 def grade(rollout: Rollout, fmt: PromptFormat, task: Task,
           tokenizer: PreTrainedTokenizerBase) -> Graded:
     parsed = [fmt.parse(t) for t in rollout.texts]
-    # A format failure is never correct (SCIENCE.md: a completion that does not parse has no
+    # A format failure is never correct (docs/science.md: a completion that does not parse has no
     # answer). Counting a readable answer with a broken tail as right let recipes that never
     # look at the confidence reinforce broken tails until no output stated one (psr, 300
     # steps, seed 100: format rate 0.99 -> 0.00), and then calibration cannot be measured.

@@ -34,12 +34,16 @@ class TrainingError(RuntimeError):
 
 def train(config: RunConfig, writer: RunWriter,
           should_stop: Callable[[], bool] = lambda: False,
-          loaded: LoadedModel | None = None) -> str:
+          loaded: LoadedModel | None = None,
+          threads: Callable[[], int] | None = None) -> str:
     """Run `config` to the end, logging through `writer`; returns the final status.
 
-    `loaded` lets a caller (a test) pass the policy in and inspect it afterwards.
+    `loaded` lets a caller (a test) pass the policy in and inspect it afterwards. `threads`
+    says how many torch threads to use now; it is asked before every step, so a run follows
+    the runs training beside it (default: config.threads, or every core).
     """
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    threads = threads or (lambda: config.threads or os.cpu_count() or 1)
+    _set_threads(threads())
     start_from = writer.path.parent / config.init_from if config.init_from else None
     loaded = loaded or load_policy(config, start_from)
     model, tokenizer, fmt = loaded.model, loaded.tokenizer, loaded.prompt_format
@@ -71,6 +75,7 @@ def train(config: RunConfig, writer: RunWriter,
         if should_stop():
             checkpoints.save(step - 1)  # so a resume loses nothing
             return "stopped"
+        _set_threads(threads())
         t0 = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
@@ -139,6 +144,11 @@ def train(config: RunConfig, writer: RunWriter,
         run_eval(config.steps)
         save_adapter(model, writer.path / ADAPTER_FILE)  # what `init_from` starts from
     return "finished"
+
+
+def _set_threads(n: int) -> None:
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
 
 
 def _nanmean(x: torch.Tensor) -> float | None:

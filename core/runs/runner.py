@@ -127,8 +127,8 @@ def execute(config: RunConfig, writer: RunWriter) -> str:
     guard.install()
     slot = None
     try:
-        slot = slots.wait_for_slot(RunStore(writer.path.parent), writer.run_id,
-                                   slots.max_runs(config), guard.requested.is_set)
+        root, cap = writer.path.parent, slots.max_runs(config)
+        slot = slots.wait_for_slot(RunStore(root), writer.run_id, cap, guard.requested.is_set)
         if slot is None:
             status = "stopped"
         else:
@@ -136,7 +136,10 @@ def execute(config: RunConfig, writer: RunWriter) -> str:
             writer.update_status(status="running", slot=slot.index, running_at=time.time())
             from core.engine.train import train  # torch loads here, once the run may train
 
-            status = train(config, writer, should_stop=guard.requested.is_set)
+            def threads() -> int:  # a set count wins; else a share of the cores
+                return config.threads or slots.threads_for(slots.training_now(root, cap), cap)
+
+            status = train(config, writer, should_stop=guard.requested.is_set, threads=threads)
         guard.end(status=status)
     except Exception as e:  # the run's record must say why it ended, whatever the cause
         writer.log_text(traceback.format_exc())

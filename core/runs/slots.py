@@ -34,7 +34,7 @@ def max_runs(config: RunConfig | None = None) -> int:
     if not raw:
         gpus = visible_gpus() if config is not None and config.device in ("auto", "cuda") else []
         cap = gpu_cap(gpus, config) if gpus else None
-        return cap or os.cpu_count() or 1
+        return cap or cores()
     try:
         cap = int(raw)
     except ValueError:
@@ -43,6 +43,24 @@ def max_runs(config: RunConfig | None = None) -> int:
         raise ValueError(f"{MAX_RUNS_ENV} must be a whole number >= 1 (runs training at once), "
                          f"got {raw!r}")
     return cap
+
+
+def cores() -> int:
+    """CPU cores this process may use (its affinity mask, which a container or taskset may
+    narrow), not every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS has no affinity masks
+        return os.cpu_count() or 1
+
+
+def threads_for(training: int, cap: int) -> int:
+    """torch threads for one run while `training` runs (itself included) hold slots.
+
+    The cores are shared out evenly: two runs on 2 cores with 2 threads each spin against
+    each other and both train several times slower than one after the other
+    (benchmarks/RESULTS.md, "Runs at once")."""
+    return max(1, cores() // max(1, min(training, cap)))
 
 
 GPU_MEMORY_USABLE = 0.9  # of each GPU's memory: the rest for the CUDA context and others
@@ -127,6 +145,27 @@ def try_slot(root: Path, cap: int) -> Slot | None:
             continue
         return Slot(index, fd)
     return None
+
+
+def training_now(root: Path, cap: int) -> int:
+    """How many of the first `cap` slots are held now, by any process (this one included).
+
+    A free slot is locked and let go at once to find out: a waiting run that tries it in
+    that instant just tries again at its next poll."""
+    folder = root / SLOTS_DIR
+    held = 0
+    for index in range(cap):
+        try:
+            fd = os.open(folder / f"slot-{index}.lock", os.O_RDWR)
+        except FileNotFoundError:
+            continue  # never taken yet: free
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held += 1
+        finally:
+            os.close(fd)
+    return held
 
 
 def first_in_line(store: RunStore, run_id: str) -> bool:

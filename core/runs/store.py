@@ -47,7 +47,8 @@ ENDED_UNREPORTED = "the training process ended without reporting"
 
 
 def default_runs_dir() -> Path:
-    return Path(os.environ.get(RUNS_DIR_ENV, "runs"))
+    """$CALIBRATION_LAB_RUNS, else ./runs, as an absolute path (see RunStore)."""
+    return Path(os.environ.get(RUNS_DIR_ENV, "runs")).absolute()
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -246,7 +247,9 @@ class RunRecord:
 
 class RunStore:
     def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root) if root is not None else default_runs_dir()
+        # Absolute from here on: a training process starts in the repository root, not in
+        # the launcher's working directory, and must find the same folder.
+        self.root = Path(root).absolute() if root is not None else default_runs_dir()
 
     def new_id(self, config: RunConfig) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S")
