@@ -11,6 +11,7 @@ import re
 from core import metrics
 from core.cli import build_parser
 from core.config import FIELDS
+from core.data.tasks import TASKS
 from core.engine import recipes, rollout
 from core.paths import REPO_ROOT
 from core.recipe_info import RECIPE_INFO
@@ -47,12 +48,18 @@ def test_every_logged_confidence_signal_and_metric_is_described():
         assert f"`{name}`" in TEXT, name  # each metric names the function computing it
 
 
+# The keys each evaluation entry holds, read from the source of the function that writes them.
+EVAL_SOURCE = (REPO_ROOT / "core" / "engine" / "evaluate.py").read_text()
+EVAL_KEYS = re.findall(r'^ {8}"(\w+)":', EVAL_SOURCE, re.M)
+
+
 def test_every_name_the_doc_cites_exists_in_the_code():
     """A renamed function or setting breaks this test until the page follows."""
     known = (set(FIELDS) | set(RECIPE_INFO) | _logged_signals()
              | {n for mod in (metrics, recipes, rollout) for n in dir(mod)}
-             | {"count", "learning_rate", "cosine", "classic", "quick", "add", "mix",
-                "mean_prob", "answer_prob"})
+             | set(TASKS) | set(EVAL_KEYS)
+             | {"count", "learning_rate", "cosine", "classic", "quick", "mean_prob",
+                "answer_prob"})
     cited = set(re.findall(r"`([a-z_][a-z0-9_]*)`", TEXT))
     assert cited and cited <= known, sorted(cited - known)
     assert "rows_to_score" in dir(recipes.Recipe)
