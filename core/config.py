@@ -23,6 +23,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("constant", "cosine")
 SPAN_SIGNALS = ("disparity", "mean_prob")
 GRADER_CHOICES = ("auto", *GRADERS)
+# Evaluation generates at most this many rows per call when generation_batch_size is 0: it
+# bounds memory on big models (the tiny model's evaluations fit in one call). The evaluator
+# and the memory estimate both read it here.
+EVAL_ROWS_PER_GENERATE = 1024
 
 
 class ConfigError(ValueError):
@@ -120,8 +124,9 @@ class RunConfig:
                                       "backward pass instead of keeping them: less memory "
                                       "for long completions, roughly a third more time.")
     generation_batch_size: int = _f(0, "Completions generated per call (whole prompts at a "
-                                    "time); 0: every training row at once and up to 1024 in "
-                                    "evaluation. Lower it when generation runs out of memory.")
+                                    "time); 0: every training row at once and up to "
+                                    f"{EVAL_ROWS_PER_GENERATE} in evaluation. Lower it when "
+                                    "generation runs out of memory.")
     threads: int = _f(0, "CPU threads for torch; 0 uses every core.")
     merged_sampling: bool = _f(True, "Generate with a copy of the adapted layers that has the "
                                "LoRA update merged in: faster sampling, at the memory cost of "
@@ -142,6 +147,16 @@ class RunConfig:
         if self.pass_k:
             return tuple(sorted(set(self.pass_k)))
         return tuple(2**i for i in range(int(math.log2(self.eval_samples)) + 1))
+
+    @property
+    def n_evals(self) -> int:
+        """Evaluations the run makes, as core.engine.train schedules them: step 0, every
+        eval_every steps, and the last step (once)."""
+        if self.no_eval:
+            return 0
+        if self.steps == 0:
+            return 1
+        return 2 + ((self.steps - 1) // self.eval_every if self.eval_every else 0)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

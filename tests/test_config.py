@@ -173,3 +173,10 @@ def test_learning_rate_schedules_by_hand() -> None:
     assert [round(learning_rate(cos, s), 9) for s in (1, 3, 5)] == [1e-3, 5.5e-4, 1e-4]
     with pytest.raises(ConfigError, match="lr_schedule must be one of"):
         RunConfig(lr_schedule="x")
+
+
+@pytest.mark.parametrize(("steps", "every", "expected"),
+                         [(100, 20, 6), (4, 2, 3), (5, 2, 4), (10, 0, 2), (0, 5, 1)])
+def test_n_evals_matches_the_training_schedule(steps, every, expected):
+    assert RunConfig(steps=steps, eval_every=every).n_evals == expected
+    assert RunConfig(steps=steps, eval_every=every, no_eval=True).n_evals == 0

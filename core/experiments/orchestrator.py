@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import signal
 import sys
 import threading
@@ -146,7 +145,12 @@ def run_jobs(jobs: Sequence[Job], store: RunStore, workers: int, label: str,
             while pending and len(live) < workers:
                 job = pending.pop(0)
                 o = outcomes[job.index]
-                o.id = launch(RunConfig.from_dict(job.config), store.root)
+                try:
+                    o.id = launch(RunConfig.from_dict(job.config), store.root)
+                except (OSError, ValueError) as e:  # checked up front, so rare: a full disk
+                    o.status, o.error = "failed", f"could not start: {e}"
+                    bar.message(f"  {o.recipe} seed {o.seed}: failed ({o.error})")
+                    continue
                 o.status = "queued"
                 live.append(job.index)
             reap()
@@ -202,11 +206,6 @@ def default_out(name: str, task: str, runs_root: Path) -> Path:
     return runs_root / "experiments" / f"{name}-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def threads_per_run(together: int) -> int:
-    """CPU threads for each run when `together` runs train at once: the cores shared out."""
-    return max(1, (os.cpu_count() or 1) // max(1, together))
-
-
 def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | None = None,
                    recipes: Sequence[str] | None = None, workers: int | None = None,
                    out: Path | str | None = None, runs_dir: Path | str | None = None,
@@ -221,7 +220,7 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
     ConfigError/ModelError/ValueError before anything starts if the settings cannot work."""
     from core.data.task_data import pin_task
     from core.runs.runner import preflight
-    from core.runs.slots import max_runs
+    from core.runs.slots import max_runs, threads_per_run
 
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}: choose one of {', '.join(EXPERIMENTS)}")

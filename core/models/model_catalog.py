@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import RunConfig
+from core.config import EVAL_ROWS_PER_GENERATE, RunConfig
 
 GB = 1e9
 PROMPT_TOKENS_CHAT = 160  # system prompt + a short question, in BPE tokens (assumed)
 PROMPT_TOKENS_EMBEDDED = 12
-EVAL_ROWS_DEFAULT = 1024  # core.engine.evaluate.MAX_ROWS_PER_GENERATE
 ACTIVATION_BYTES_PER_HIDDEN = 34  # per token and layer, in 16-bit (Korthikanti et al. 2022)
 
 
@@ -137,7 +136,7 @@ def estimate_memory(arch: Arch, config: RunConfig, device: str, embedded: bool =
 
     gen_train = rows(train_rows, config.group_size, train_rows)
     gen_eval = 0 if config.no_eval else rows(config.eval_prompts * config.eval_samples,
-                                             config.eval_samples, EVAL_ROWS_DEFAULT)
+                                             config.eval_samples, EVAL_ROWS_PER_GENERATE)
     kv_per_row = 2 * arch.layers * arch.kv_heads * arch.head_dim * w * seq
     # Sampling for evaluation keeps every step's logits in float32 (transformers' generate),
     # stacks them and takes a log_softmax: 12 bytes per row, new token and vocabulary entry.

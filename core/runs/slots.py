@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.runs.store import RunStore
+from core.runs.store import RunRecord, RunStore
 
 MAX_RUNS_ENV = "CALIBRATION_LAB_MAX_RUNS"
 SLOTS_DIR = ".slots"  # a dot folder: never taken for a run
@@ -36,6 +36,11 @@ def max_runs() -> int:
         raise ValueError(f"{MAX_RUNS_ENV} must be a whole number >= 1 (runs training at once), "
                          f"got {raw!r}")
     return cap
+
+
+def threads_per_run(together: int) -> int:
+    """CPU threads for each run when `together` runs train at once: the cores shared out."""
+    return max(1, (os.cpu_count() or 1) // max(1, together))
 
 
 @dataclass
@@ -83,3 +88,26 @@ def wait_for_slot(store: RunStore, run_id: str, cap: int,
             slot.release()
         time.sleep(poll)
     return None
+
+
+@dataclass(frozen=True)
+class QueueState:
+    cap: int  # runs that may train at once
+    running: int
+    line: list[str]  # queued run ids, first in line first
+
+    def position(self, run_id: str) -> int | None:
+        """1 for the next run to start; None if it is not waiting."""
+        return self.line.index(run_id) + 1 if run_id in self.line else None
+
+
+def queue_state(runs: list[RunRecord]) -> QueueState:
+    """How full the machine is: the cap, the runs training, and the waiting line (in the
+    order `wait_for_slot` serves it)."""
+    try:
+        cap = max_runs()
+    except ValueError:
+        cap = os.cpu_count() or 1  # the launch itself reports the broken setting
+    waiting = sorted((r for r in runs if r.status == "queued"),
+                     key=lambda r: (r.queued_at or 0.0, r.id))
+    return QueueState(cap, sum(r.status == "running" for r in runs), [r.id for r in waiting])
