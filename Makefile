@@ -45,7 +45,7 @@ lint: $(STAMP)
 model: $(STAMP)
 	$(BIN)/python -m tools.pretrain
 
-# Benchmark against TRL's GRPOTrainer (issue 6). TRL is not a project requirement: it lives
+# Benchmark against TRL's GRPOTrainer. TRL is not a project requirement: it lives
 # in its own venv, .venv-trl, beside the project's pinned requirements.
 .venv-trl/.installed-stamp: requirements.txt
 	test -x .venv-trl/bin/python || $(PYTHON) -m venv .venv-trl

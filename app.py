@@ -59,18 +59,19 @@ for claim in api.claims():
                 st.success(f"Started: the report will be written to {folder}. Its runs "
                            "appear under Recent runs as they start.")
 
-st.subheader("Start here: the classic comparison")
+st.subheader("Start here: the quick comparison")
 runs = api.list_runs()
-est = api.estimate_classic(runs)
+est = api.estimate_comparison(runs)
 st.markdown(
-    f"One click trains **{', '.join(api.CLASSIC_RECIPES)}** side by side on the embedded "
+    f"One click trains **{', '.join(api.COMPARISON_RECIPES)}** side by side on the embedded "
     f"tiny arithmetic model (quick settings: 100 steps, evaluation every 20). The four "
-    f"runs share this machine: expect roughly **{api.fmt_duration(est.seconds)}** "
-    f"({est.basis}). You can watch them live; closing the browser does not stop them.")
-if st.button("Run the classic comparison", type="primary", key="home_classic",
+    f"runs share this machine: expect {common.fmt_estimate(est)}. You can watch them live; "
+    "closing the browser does not stop them. (The command line's `classic` experiment is "
+    "the longer one: six recipes × three seeds at 300 steps.)")
+if st.button("Run the quick comparison", type="primary", key="home_compare",
              icon=":material/play_arrow:"):
     try:
-        tag, ids = api.launch_classic(now=time.time(), user=common.user())
+        tag, ids = api.launch_comparison(now=time.time(), user=common.user())
     except Exception as e:  # a missing model or a full disk: say it, no traceback
         st.error(f"Could not start the comparison: {e}")
     else:
@@ -90,7 +91,7 @@ st.caption("Formulas, papers, confidence signals, metrics and what the lab's exp
 
 st.subheader("Recent runs")
 if not runs:
-    st.info("No runs yet. Start the classic comparison above, or pick your own settings "
+    st.info("No runs yet. Start the quick comparison above, or pick your own settings "
             "on the Launch page.")
 for r in runs[:8]:
     c1, c2 = st.columns([4, 1])

@@ -1,31 +1,29 @@
 """The app's one door into the engine: light (never imports torch), store-backed, forgiving.
 
-Pages import this module, `core.config`, `core.recipe_info` and `core.runs.store`, nothing else
-from core. Everything here reads or writes the run folders on disk, so closing the browser
-or restarting the app loses nothing: a restarted app finds every run again.
+Pages import this module, `core.config`, `core.recipe_info` and `core.charts`, nothing else
+from core, for engine access. Everything here reads or writes the run folders on disk, so
+closing the browser or restarting the app loses nothing: a restarted app finds every run
+again. What is not the door lives next to what it describes: the queue's state in
+`core.runs.slots`, run-time estimates in `core.runs.estimates`, the device probe in
+`core.device`; widget labels and upload helpers in `ui/`.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
-import os
-import statistics
-import subprocess
-import sys
 import threading
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import EMBEDDED_MODEL, ConfigError, RunConfig, build_config
+from core.config import ConfigError, RunConfig, build_config
+from core.device import DeviceInfo, probe_device
 from core.experiments import claims as claims_mod
 from core.experiments.registry import EXPERIMENTS
-from core.models.model_catalog import CATALOG, CATALOG_BY_ID, MemoryEstimate, fmt_gb, fmt_params
-from core.runs import codes, workshop
+from core.models.model_catalog import CATALOG_BY_ID, MemoryEstimate
+from core.runs import codes, estimates, slots, workshop
 from core.runs.store import (
     ACTIVE,
     ADAPTER_FILE,
@@ -39,12 +37,11 @@ from core.runs.store import (
 )
 from core.runs.workshop import WorkshopError
 
-CLASSIC_RECIPES = ("binary", "rlcr", "psr", "nsr")
-CLASSIC_PREFIX = "classic-"
-CLASSIC_PRESET = "quick"
-SIGNALS = ("verbalized", "answer_prob", "consistency")
-SIGNAL_LABELS = {"verbalized": "verbalized (stated q)", "answer_prob": "answer probability",
-                 "consistency": "consistency (agreement of n samples)"}
+# The Home page's one-click quick comparison: four recipes at the quick preset, tagged as one
+# group. (The command line's six-recipe x three-seed experiments are core.experiments.)
+COMPARISON_RECIPES = ("binary", "rlcr", "psr", "nsr")
+COMPARISON_PREFIX = "compare-"
+COMPARISON_PRESET = "quick"
 
 
 # --- where runs live ---------------------------------------------------------------------
@@ -249,22 +246,6 @@ def export_zip(run_id: str, root: Path | str | None = None) -> bytes:
 
 # --- configs -----------------------------------------------------------------------------
 
-def task_choices() -> dict[str, str]:
-    """Task name -> what it asks, in words, read from the task definitions themselves."""
-    from core.data.tasks import TASKS
-
-    words = {"+": "addition", "-": "subtraction", "*": "multiplication"}
-    out = {}
-    for name, task in TASKS.items():
-        ops = tuple(getattr(task, "ops", ()))
-        digits = sorted(set(getattr(task, "digits", ())))
-        what = " and ".join(words.get(o, o) for o in ops) or "questions"
-        size = (f"{digits[0]}-{digits[-1]} digit " if len(digits) > 1
-                else f"{digits[0]} digit " if digits else "")
-        out[name] = f"{name} — {size}{what}"
-    return out
-
-
 def task_label(task: str) -> str:
     """A task as a person reads it: a built-in name, hf:ID, or a file's own name."""
     from core.data.task_data import display_name, is_file_task
@@ -312,27 +293,6 @@ def check_config(values: dict[str, Any], preset: str | None = None,
 
 # --- models ------------------------------------------------------------------------------
 
-EMBEDDED_CHOICE = "embedded (tiny-arith)"
-OTHER_MODEL = "other: folder or hub id"
-
-
-def model_choices() -> dict[str, str]:
-    """The Launch page's model picker: choice -> label with size and bf16 weight memory."""
-    out = {EMBEDDED_CHOICE: "embedded (tiny-arith) · 1 M params · any CPU"}
-    for m in CATALOG:
-        out[m.hub_id] = (f"{m.hub_id} · {fmt_params(m.arch.params)} params · weights "
-                         f"{fmt_gb(m.arch.params * 2)} in bf16")
-    out[OTHER_MODEL] = OTHER_MODEL
-    return out
-
-
-def model_for_choice(choice: str, typed: str = "") -> str:
-    """The RunConfig.model value of a picker choice (`typed` for 'other')."""
-    if choice == EMBEDDED_CHOICE:
-        return EMBEDDED_MODEL
-    return typed.strip() if choice == OTHER_MODEL else choice
-
-
 def model_status(name: str) -> str:
     """Where a model's files are, in words, and what happens at launch. Never raises."""
     from core.models.model_source import ModelError, hub_offline, resolve_model
@@ -370,50 +330,6 @@ def memory_estimate(config: RunConfig, device: DeviceInfo | None = None
 
 # --- task files ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Upload:
-    path: str | None  # the stored copy in <runs>/datasets; None when the file is unreadable
-    columns: tuple[str, ...]
-    rows: int
-    problem: str | None = None
-
-
-_UPLOADS: dict[tuple[str, str, str], Upload] = {}  # (runs dir, name, sha256) -> stored
-
-
-def save_upload(name: str, data: bytes, root: Path | str | None = None) -> Upload:
-    """Check an uploaded file (size, text, JSONL/CSV rows) and keep a copy in the run store,
-    under its content hash; the columns feed the page's column mapping."""
-    from core.data.task_data import TaskError, read_table, sha256, store_data
-
-    key = (str(root if root is not None else runs_dir()), name, sha256(data))
-    if key not in _UPLOADS:
-        try:
-            table = read_table(data, name)
-        except TaskError as e:
-            return Upload(None, (), 0, str(e))
-        path = store_data(data, name, key[0])
-        _UPLOADS[key] = Upload(str(path), table.columns, len(table.rows))
-    return _UPLOADS[key]
-
-
-COLUMN_HINTS = {"question": ("question", "problem", "prompt", "query", "input"),
-                "answer": ("answer", "solution", "target", "label", "output", "gold")}
-
-
-def guess_column(columns: tuple[str, ...] | list[str], role: str) -> str | None:
-    """The column most likely to hold the question or answer (exact, then partial names)."""
-    lower = {c.lower(): c for c in columns}
-    for hint in COLUMN_HINTS[role]:
-        if hint in lower:
-            return lower[hint]
-    for hint in COLUMN_HINTS[role]:
-        for c in columns:
-            if hint in c.lower():
-                return c
-    return None
-
-
 def task_summary(config: RunConfig) -> str | None:
     """`N training / M held-out questions, graded by …` for a file or dataset task."""
     from core.data.task_data import TaskError, task_for
@@ -432,30 +348,10 @@ def task_summary(config: RunConfig) -> str | None:
 
 # --- the queue ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class QueueState:
-    cap: int  # runs that may train at once
-    running: int
-    line: list[str]  # queued run ids, first in line first
-
-    def position(self, run_id: str) -> int | None:
-        """1 for the next run to start; None if it is not waiting."""
-        return self.line.index(run_id) + 1 if run_id in self.line else None
-
-
 def queue_state(runs: list[RunRecord] | None = None,
-                root: Path | str | None = None) -> QueueState:
+                root: Path | str | None = None) -> slots.QueueState:
     """How full the machine is: the cap, the runs training, and the waiting line."""
-    from core.runs.slots import max_runs
-
-    runs = list_runs(root) if runs is None else runs
-    try:
-        cap = max_runs()
-    except ValueError:
-        cap = os.cpu_count() or 1  # the launch itself reports the broken setting
-    waiting = sorted((r for r in runs if r.status == "queued"),
-                     key=lambda r: (r.queued_at or 0.0, r.id))
-    return QueueState(cap, sum(r.status == "running" for r in runs), [r.id for r in waiting])
+    return slots.queue_state(list_runs(root) if runs is None else runs)
 
 
 # --- workshop mode -------------------------------------------------------------------------
@@ -498,23 +394,20 @@ def sign_in_code(code: str, source: str, now: float | None = None) -> codes.Code
     return found
 
 
-# --- the classic comparison --------------------------------------------------------------
+# --- the quick comparison ----------------------------------------------------------------
 
-def classic_tag(now: float | None = None) -> str:
-    return CLASSIC_PREFIX + time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+def comparison_tag(now: float | None = None) -> str:
+    return COMPARISON_PREFIX + time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
 
 
-def launch_classic(root: Path | str | None = None, now: float | None = None,
-                   user: str | None = None, **overrides: Any) -> tuple[str, list[str]]:
+def launch_comparison(root: Path | str | None = None, now: float | None = None,
+                      user: str | None = None, **overrides: Any) -> tuple[str, list[str]]:
     """binary, rlcr, psr and nsr on the embedded model with the quick preset, tagged as one
     group. CPU threads are shared out among the runs that train at once (the queue's cap)."""
-    from core.runs.slots import max_runs
-
-    tag = classic_tag(now)
-    together = min(len(CLASSIC_RECIPES), max_runs())
-    threads = max(1, (os.cpu_count() or 1) // together)
-    configs = [build_config(CLASSIC_PRESET, recipe=recipe, threads=threads, **overrides)
-               for recipe in CLASSIC_RECIPES]
+    tag = comparison_tag(now)
+    threads = slots.threads_per_run(min(len(COMPARISON_RECIPES), slots.max_runs()))
+    configs = [build_config(COMPARISON_PRESET, recipe=recipe, threads=threads, **overrides)
+               for recipe in COMPARISON_RECIPES]
     # All four or none: a person one run short of the workshop limit gets a clear no.
     workshop.check_launch(configs[0].to_dict(), user, _active_runs(store(root), user),
                           len(configs))
@@ -526,7 +419,7 @@ def launch_classic(root: Path | str | None = None, now: float | None = None,
     return tag, ids
 
 
-def groups(runs: list[RunRecord], prefix: str = CLASSIC_PREFIX) -> dict[str, list[str]]:
+def groups(runs: list[RunRecord], prefix: str = COMPARISON_PREFIX) -> dict[str, list[str]]:
     """Tag -> run ids (oldest first) for tags with `prefix`; the group with the most
     recently started run comes first."""
     out: dict[str, list[str]] = {}
@@ -539,7 +432,7 @@ def groups(runs: list[RunRecord], prefix: str = CLASSIC_PREFIX) -> dict[str, lis
     return {t: out[t] for t in sorted(out, key=newest.__getitem__, reverse=True)}
 
 
-def latest_classic(runs: list[RunRecord]) -> tuple[str | None, list[str]]:
+def latest_comparison(runs: list[RunRecord]) -> tuple[str | None, list[str]]:
     g = groups(runs)
     if not g:
         return None, []
@@ -600,182 +493,30 @@ def report_html(folder: Path | str) -> str | None:
 
 # --- time --------------------------------------------------------------------------------
 
-# Costs of the embedded model on the 2-core development machine (CPU, shared with other
-# work), used until this store has finished runs to learn from. A training step costs about
-# the same per sample at any batch size; an evaluation has a fixed part (greedy pass, set-up).
-DEFAULT_COSTS = {"startup": 8.0, "train_sample": 0.1, "eval_fixed": 1.5, "eval_sample": 0.016}
-
-
-@dataclass(frozen=True)
-class Estimate:
-    seconds: float
-    basis: str  # in words: where the figure comes from
-
-
-def n_evals(config: RunConfig) -> int:
-    """Evaluations a run makes: step 0, every eval_every steps, and the last step."""
-    if config.no_eval:
-        return 0
-    if config.steps == 0:
-        return 1
-    middle = (config.steps - 1) // config.eval_every if config.eval_every else 0
-    return 2 + middle
-
-
-def _eval_samples(c: dict[str, Any]) -> int:
-    """Completions one evaluation draws: n sampled plus one greedy per prompt."""
-    return int(c.get("eval_prompts", 1)) * (int(c.get("eval_samples", 1)) + 1)
-
-
-def learned_costs(runs: list[RunRecord], model: str, root: Path | str | None = None,
-                  limit: int = 8) -> tuple[dict[str, float], int]:
-    """Per-sample train and eval seconds from recent finished runs of the same model."""
-    train, evals, used = [], [], 0
-    s = store(root)
-    for r in runs:
-        if used >= limit:
-            break
-        if r.status != "finished" or r.config.get("model") != model:
-            continue
-        try:
-            tr, ev = _metrics(s.path(r.id) / "metrics.jsonl")
-        except Exception:
-            continue
-        per_step = int(r.config.get("prompts_per_step", 1)) * int(r.config.get("group_size", 1))
-        secs = [t["seconds"] for t in tr if isinstance(t.get("seconds"), int | float)]
-        if secs:
-            train.append(statistics.median(secs) / max(1, per_step))
-        esecs = [e["seconds"] for e in ev if isinstance(e.get("seconds"), int | float)]
-        if esecs:
-            variable = max(0.0, statistics.median(esecs) - DEFAULT_COSTS["eval_fixed"])
-            evals.append(variable / max(1, _eval_samples(r.config)))
-        used += 1
-    costs = dict(DEFAULT_COSTS)
-    if train:
-        costs["train_sample"] = statistics.median(train)
-    if evals:
-        costs["eval_sample"] = statistics.median(evals)
-    return costs, used
-
-
 def estimate(config: RunConfig, runs: list[RunRecord] | None = None,
-             root: Path | str | None = None) -> Estimate:
-    """Rough wall time of a run alone on this machine."""
-    runs = list_runs(root) if runs is None else runs
-    costs, used = learned_costs(runs, config.model, root)
-    secs = (costs["startup"]
-            + config.steps * config.inner_epochs * config.prompts_per_step * config.group_size
-            * costs["train_sample"]
-            + n_evals(config) * (costs["eval_fixed"]
-                                 + _eval_samples(config.to_dict()) * costs["eval_sample"]))
-    if used:
-        basis = f"learned from {used} finished run{'s' * (used > 1)} of this model here"
-    elif config.model == "embedded":
-        basis = "a rough guess for 2 CPU cores; it improves once runs finish"
-    else:
-        basis = "a rough guess: larger models take much longer"
-    return Estimate(secs, basis)
+             root: Path | str | None = None) -> estimates.Estimate | None:
+    """Wall time of a run alone on this machine, as a range with its basis; None without
+    measured costs (the costs file) or finished runs to learn from."""
+    s = store(root)
+    return estimates.estimate(config, list_runs(root) if runs is None else runs,
+                              lambda run_id: _metrics(s.path(run_id) / "metrics.jsonl"))
 
 
-def estimate_classic(runs: list[RunRecord] | None = None,
-                     root: Path | str | None = None) -> Estimate:
-    """The classic comparison's four runs at once, sharing this machine's cores."""
-    one = estimate(build_config(CLASSIC_PRESET), runs, root)
-    n = len(CLASSIC_RECIPES)
-    return Estimate(one.seconds * n / min(n, os.cpu_count() or 1), one.basis)
+def estimate_comparison(runs: list[RunRecord] | None = None,
+                        root: Path | str | None = None) -> estimates.Estimate | None:
+    """The quick comparison's four runs, launched together on this machine."""
+    return estimates.estimate_group(estimate(build_config(COMPARISON_PRESET), runs, root),
+                                    len(COMPARISON_RECIPES))
 
 
-def eta(record: RunRecord, now: float | None = None) -> float | None:
+def eta(record: RunRecord) -> float | None:
     """Seconds left for a running run, from its own step and evaluation times so far."""
-    if record.status != "running":
-        return None
-    c = record.config
-    steps = int(c.get("steps", record.total_steps) or 0)
-    secs = [t["seconds"] for t in record.train if isinstance(t.get("seconds"), int | float)]
-    esecs = [e["seconds"] for e in record.evals if isinstance(e.get("seconds"), int | float)]
-    if not secs and not esecs:
-        return None
-    per_step = statistics.median(secs) if secs else DEFAULT_COSTS["train_sample"] * int(
-        c.get("prompts_per_step", 1)) * int(c.get("group_size", 1))
-    per_eval = statistics.median(esecs) if esecs else 0.0
-    try:
-        total_evals = n_evals(RunConfig.from_dict(c))
-    except (ConfigError, TypeError, ValueError):
-        total_evals = len(record.evals)
-    left = (max(0, steps - record.step) * per_step
-            + max(0, total_evals - len(record.evals)) * per_eval)
-    return left
+    return estimates.eta(record)
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "unknown"
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-# --- the device, detected once in a subprocess (the app never imports torch) -------------
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    known: bool  # False while the probe is running or when it failed
-    cuda: bool = False
-    name: str = ""
-    detail: str = ""
-    pending: bool = False  # the probe has not answered yet
-    mps: bool = False  # Apple's Metal backend
-
-    @property
-    def auto(self) -> str:
-        return "cuda" if self.cuda else "mps" if self.mps else "cpu"
-
-    def describe(self) -> str:
-        if not self.known:
-            return self.detail or "detecting…"
-        if self.cuda:
-            return f"CUDA GPU: {self.name}"
-        if self.mps:
-            return "Apple GPU (MPS)"
-        return f"CPU only ({os.cpu_count()} cores)"
-
-
-_PROBE = ("import json, torch; c = torch.cuda.is_available(); "
-          "m = bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()); "
-          "print(json.dumps({'cuda': c, 'mps': m, "
-          "'name': torch.cuda.get_device_name(0) if c else ''}))")
-_device: DeviceInfo | None = None
-_device_thread: threading.Thread | None = None
-_device_lock = threading.Lock()
-
-
-def _probe() -> None:
-    global _device
-    try:
-        out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
-                             timeout=120, check=True).stdout
-        d = json.loads(out.strip().splitlines()[-1])
-        info = DeviceInfo(True, bool(d["cuda"]), str(d["name"]), mps=bool(d.get("mps")))
-    except Exception as e:  # no torch, a broken CUDA install, a timeout: say so, go on
-        info = DeviceInfo(False, detail=f"could not detect ({type(e).__name__}); auto decides "
-                          "when the run starts")
-    _device = info
-
+# --- the device --------------------------------------------------------------------------
 
 def detected_device(wait: float = 0.0) -> DeviceInfo:
-    """What `auto` will pick. The first call starts a background probe; until it answers
-    this returns DeviceInfo(known=False). `wait` seconds to block for the answer."""
-    global _device_thread
-    if _device is not None:
-        return _device
-    with _device_lock:
-        if _device_thread is None:
-            _device_thread = threading.Thread(target=_probe, daemon=True, name="device-probe")
-            _device_thread.start()
-    if wait > 0:
-        _device_thread.join(wait)
-    return _device or DeviceInfo(False, pending=True)
-
+    """What `auto` will pick; DeviceInfo(known=False) until the background probe answers
+    (`wait` seconds to block for it). The probe runs once, in a subprocess (core.device)."""
+    return probe_device(wait)

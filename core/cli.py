@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from core.config import FIELDS, PRESETS, ConfigError, RunConfig, build_config
 from core.experiments.registry import ALIASES, EXPERIMENTS
 from core.models.model_source import ModelError
+from core.runs.failures import ErrorKind
 from core.runs.slots import MAX_RUNS_ENV
 from core.runs.store import RUNS_DIR_ENV, RunStore, RunWriter
 
@@ -188,7 +189,8 @@ def cmd_execute(args: argparse.Namespace) -> int:
     try:
         config = RunConfig.from_dict(json.loads((args.run_dir / "config.json").read_text()))
     except (OSError, ValueError, TypeError) as e:  # edited or damaged since the launch
-        writer.update_status(status="failed", error=f"config.json is unusable: {e}")
+        writer.update_status(status="failed", error=f"config.json is unusable: {e}",
+                             error_kind=ErrorKind.CONFIG)
         return 1
     execute(config, writer)
     return 0

@@ -23,6 +23,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("constant", "cosine")
 SPAN_SIGNALS = ("disparity", "mean_prob")
 GRADER_CHOICES = ("auto", *GRADERS)
+# Evaluation generates at most this many rows per call when generation_batch_size is 0: it
+# bounds memory on big models (the tiny model's evaluations fit in one call). The evaluator
+# and the memory estimate both read it here.
+EVAL_ROWS_PER_GENERATE = 1024
 
 
 class ConfigError(ValueError):
@@ -182,7 +186,8 @@ class RunConfig:
                                       "backward pass instead of keeping them: less memory "
                                       "for long completions, roughly a third more time.")
     generation_batch_size: int = _f(0, "Completions generated per call at most (whole prompts "
-                                    "at a time); 0: no set limit (up to 1024 in evaluation). "
+                                    "at a time); 0: no set limit (up to "
+                                    f"{EVAL_ROWS_PER_GENERATE} in evaluation). "
                                     "Either way a call holds no more rows than its KV cache "
                                     "fits in (two fifths of a GPU's free memory, 4 GiB on a "
                                     "CPU).", bound=Bound(0, why="0: no set limit"))
@@ -208,6 +213,16 @@ class RunConfig:
         if self.pass_k:
             return tuple(sorted(set(self.pass_k)))
         return tuple(2**i for i in range(int(math.log2(self.eval_samples)) + 1))
+
+    @property
+    def n_evals(self) -> int:
+        """Evaluations the run makes, as core.engine.train schedules them: step 0, every
+        eval_every steps, and the last step (once)."""
+        if self.no_eval:
+            return 0
+        if self.steps == 0:
+            return 1
+        return 2 + ((self.steps - 1) // self.eval_every if self.eval_every else 0)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

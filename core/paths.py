@@ -1,4 +1,4 @@
-"""Where the lab's own files are: the repository root and the embedded model."""
+"""Where the lab's own files are: the repository root, the embedded model, measured costs."""
 
 from __future__ import annotations
 
@@ -6,3 +6,4 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DIR = REPO_ROOT / "data" / "models" / "tiny-arith"
+COSTS_FILE = REPO_ROOT / "data" / "costs.json"  # written by benchmarks/costs.py

@@ -1,5 +1,5 @@
 """Compare: runs side by side. Any metric over steps, final Pass@k and reliability, and a
-start -> end summary with a CSV download. Defaults to the latest classic comparison."""
+start -> end summary with a CSV download. Defaults to the latest quick comparison."""
 
 import pandas as pd
 import streamlit as st
@@ -12,7 +12,7 @@ common.page_setup("Compare")
 st.title(":material/compare_arrows: Compare runs")
 runs = api.list_runs()
 if not runs:
-    st.info("No runs yet: start the classic comparison on Home.")
+    st.info("No runs yet: start the quick comparison on Home.")
     st.stop()
 by_id = {r.id: r for r in runs}
 groups = api.groups(runs, prefix="")
@@ -25,11 +25,11 @@ def pick_group() -> None:
 
 
 # Which runs: ?runs=a,b or ?group=tag in the address, else the last choice, else the latest
-# classic comparison, else the newest four runs.
+# quick comparison, else the newest four runs.
 if "compare_runs" not in st.session_state:
     q_runs = [i for i in st.query_params.get("runs", "").split(",") if i in by_id]
     q_group = st.query_params.get("group")
-    latest_tag, latest_ids = api.latest_classic(runs)
+    latest_tag, latest_ids = api.latest_comparison(runs)
     if q_runs:
         chosen = q_runs
     elif q_group in groups:
@@ -47,7 +47,7 @@ if "compare_runs" not in st.session_state:
 g1, g2 = st.columns([1, 3])
 g1.selectbox("Group (tag)", list(groups), key="compare_group", on_change=pick_group,
              index=None, placeholder="choose a tagged group",
-             help="Runs launched together share a tag, e.g. classic-<time>.")
+             help="Runs launched together share a tag, e.g. compare-<time>.")
 g2.multiselect("Runs", list(by_id), key="compare_runs", format_func=lambda i:
                common.short_label(by_id[i]))
 ids = [i for i in st.session_state["compare_runs"] if i in by_id]
@@ -84,8 +84,8 @@ def comparison() -> None:
     metric = c1.selectbox("Metric over steps", labels, key="compare_metric",
                           index=labels.index("ECE — verbalized") if "ECE — verbalized"
                           in labels else 0)
-    signal = c2.selectbox("Confidence signal (reliability)", api.SIGNALS, key="compare_signal",
-                          format_func=api.SIGNAL_LABELS.get)
+    signal = c2.selectbox("Confidence signal (reliability)", list(common.SIGNAL_LABELS),
+                          key="compare_signal", format_func=common.SIGNAL_LABELS.get)
     source, field = catalogue[metric]
     series = [charts.Series(n, *charts.column(r.evals if source == "eval" else r.train, field),
                             color=col, mode="lines+markers" if source == "eval" else "lines")

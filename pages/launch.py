@@ -18,7 +18,7 @@ from core.config import (
     widget_limits,
 )
 from core.recipe_info import RECIPE_INFO
-from ui import common, task_source
+from ui import choices, common, task_source
 
 common.page_setup("Launch")
 
@@ -28,8 +28,8 @@ FORM_FIELDS = ("task", "recipe", "seed", "steps", "prompts_per_step", "group_siz
                "device", "max_new_tokens", "reasoning", "trust_remote_code", "grader",
                "question_field", "answer_field", "dataset_subset", "dataset_split",
                "gradient_checkpointing", "generation_batch_size", "init_from")
-TASKS = {**api.task_choices(), **task_source.SOURCES}
-MODELS = api.model_choices()
+TASKS = {**choices.task_choices(), **task_source.SOURCES}
+MODELS = choices.model_choices()
 
 
 def defaults(preset: str) -> dict:
@@ -72,8 +72,8 @@ st.subheader("What to train")
 c1, c2, c3 = st.columns(3)
 model_kind = c1.selectbox("Model", list(MODELS), format_func=MODELS.get, key="launch_model_kind",
                           help=help_text("model"))
-model = api.model_for_choice(model_kind)
-if model_kind == api.OTHER_MODEL:
+model = choices.model_for_choice(model_kind)
+if model_kind == choices.OTHER_MODEL:
     model = c1.text_input("Model folder or hub id", key="launch_model_path",
                           placeholder="/path/to/model or Qwen/Qwen2.5-0.5B-Instruct").strip()
 if model:
@@ -171,9 +171,9 @@ else:
     est = api.estimate(config, runs)
     mem = api.memory_estimate(config, device)
     data = api.task_summary(config)
-    st.info(f"Estimated run time: about **{api.fmt_duration(est.seconds)}** alone on this "
-            f"machine ({est.basis}).  \n{config.steps} steps of {config.prompts_per_step} "
-            f"prompts × G = {config.group_size}; {api.n_evals(config)} evaluations of "
+    st.info(f"Estimated run time alone on this machine: {common.fmt_estimate(est)}.  \n"
+            f"{config.steps} steps of {config.prompts_per_step} "
+            f"prompts × G = {config.group_size}; {config.n_evals} evaluations of "
             f"{config.eval_prompts} prompts × n = {config.eval_samples}.  \nMemory: "
             + (f"**{mem.describe()}**." if mem else "unknown until the model is downloaded.")
             + (f"  \nData: {data}." if data else ""))

@@ -12,7 +12,7 @@ common.page_setup("Run")
 runs = api.list_runs()
 if not runs:
     st.title(":material/monitoring: Run")
-    st.info("No runs yet: start one on the Launch page or the classic comparison on Home.")
+    st.info("No runs yet: start one on the Launch page or the quick comparison on Home.")
     st.stop()
 
 ids = [r.id for r in runs]
@@ -77,7 +77,7 @@ def live() -> None:
     eta = shared((key, "eta"), lambda: api.eta(r))
     done = f"step {r.step} / {r.total_steps}"
     if r.status == "running":
-        done += f" · about {api.fmt_duration(eta)} left" if eta is not None else " · starting…"
+        done += f" · about {common.fmt_duration(eta)} left" if eta is not None else " · starting…"
     top1.markdown(f"**Status: {common.status_md(r.status)}** · {done}"
                   + (f" · launched by {r.owner}" if r.owner else ""))
     top1.progress(min(1.0, r.step / total), text=done)
@@ -133,8 +133,8 @@ def live() -> None:
     steps = [e["step"] for e in r.evals]
     common.follow("run_step", steps[-1], steps)  # the newest, unless the user moved back
     s1, s2 = st.columns([1, 2])
-    signal = s1.selectbox("Confidence signal", api.SIGNALS, key="run_signal",
-                          format_func=api.SIGNAL_LABELS.get,
+    signal = s1.selectbox("Confidence signal", list(common.SIGNAL_LABELS), key="run_signal",
+                          format_func=common.SIGNAL_LABELS.get,
                           help="verbalized: the q the model writes; answer probability: "
                                "π(answer span); consistency: share of the n samples giving "
                                "this answer.")
@@ -191,7 +191,7 @@ def live() -> None:
     table = derived.table((skey, "table", at, outcome, text, signal),
                           lambda: samples_table(rows))
     st.caption(f"{len(rows)} completions; confident and wrong first "
-               f"(sorted by {api.SIGNAL_LABELS[signal]}).")
+               f"(sorted by {common.SIGNAL_LABELS[signal]}).")
     st.dataframe(table, hide_index=True, key="run_samples_table",
                  column_config={c: st.column_config.NumberColumn(format="%.2f")
                                 for c in ("verbalized q", "answer prob.", "consistency")})

@@ -18,7 +18,7 @@ st.caption(f"{where}{len(runs)} runs; {queue.running} of {queue.cap} training at
            f"{len(queue.line)} waiting. Runs live on disk: closing the browser or restarting "
            "the app loses nothing.")
 if not runs:
-    st.info("No runs yet: start one on the Launch page or the classic comparison on Home.")
+    st.info("No runs yet: start one on the Launch page or the quick comparison on Home.")
     st.stop()
 by_id = {r.id: r for r in runs}
 

@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import api
+from core import device
+from core.device import DeviceInfo
 from core.runs.store import RUNS_DIR_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
 FIXTURE_RUNS = Path(__file__).resolve().parent / "fixtures" / "recorded_runs"
-GROUP = "classic-fixture"
+GROUP = "compare-fixture"
 IDS = sorted(p.name for p in FIXTURE_RUNS.iterdir() if p.is_dir())  # binary, rlcr, psr, nsr
 TIMEOUT = 90  # seconds per script run: a hang, not a slow or busy machine
 
@@ -30,7 +31,7 @@ def use_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy: bool = True
     if copy:
         shutil.copytree(FIXTURE_RUNS, root)
     monkeypatch.setenv(RUNS_DIR_ENV, str(root))
-    monkeypatch.setattr(api, "_device", api.DeviceInfo(True, cuda, "Test GPU" if cuda else ""))
+    monkeypatch.setattr(device, "_device", DeviceInfo(True, cuda, "Test GPU" if cuda else ""))
     return root
 
 

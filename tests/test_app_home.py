@@ -1,4 +1,4 @@
-"""Home: the question, the recipes with rendered formulas, the one-click classic comparison."""
+"""Home: the question, the recipes with rendered formulas, the one-click quick comparison."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_home_on_an_empty_store_invites_a_first_run(tmp_path, monkeypatch):
     assert "No runs yet" in texts(at)
 
 
-def test_classic_comparison_launches_four_tagged_runs_and_opens_compare(runs_dir, monkeypatch):
+def test_quick_comparison_launches_four_tagged_runs_and_opens_compare(runs_dir, monkeypatch):
     launched: list[RunConfig] = []
 
     def fake_launch(config, root=None, user=None):  # the runner, minus the training process
@@ -43,27 +43,29 @@ def test_classic_comparison_launches_four_tagged_runs_and_opens_compare(runs_dir
 
     monkeypatch.setattr(api, "launch", fake_launch)
     at = page()
-    at.button(key="home_classic").click().run()
+    at.button(key="home_compare").click().run()
     ok(at)
-    assert [c.recipe for c in launched] == list(api.CLASSIC_RECIPES)
+    assert [c.recipe for c in launched] == list(api.COMPARISON_RECIPES)
     quick = PRESETS["quick"]
     for c in launched:
-        assert c.model == "embedded"
+        assert c.model == "embedded" and c.threads >= 1
         assert all(getattr(c, k) == v for k, v in quick.items())
     ids = at.session_state["compare_ids"]
     assert len(ids) == 4
     tags = {t for i in ids for t in api.load_run(i).tags}
-    assert len(tags) == 1 and tags.pop().startswith("classic-")
+    (tag,) = tags
+    assert tag.startswith(api.COMPARISON_PREFIX)
+    assert api.groups(api.list_runs())[tag] == ids  # one group, in launch order
     assert "Compare" in at.title[0].value
     assert sorted(at.session_state["compare_runs"]) == sorted(ids)
 
 
-def test_classic_comparison_failure_is_shown_in_words(runs_dir, monkeypatch):
+def test_quick_comparison_failure_is_shown_in_words(runs_dir, monkeypatch):
     def broken(config, root=None):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(api, "launch", broken)
     at = page()
-    at.button(key="home_classic").click().run()
+    at.button(key="home_compare").click().run()
     ok(at)
     assert "Could not start the comparison" in at.error[0].value

@@ -12,10 +12,10 @@ import pytest
 from app_helpers import ok, page, texts, use_store
 from huggingface_hub import constants
 
-from core import api
 from core.config import help_text
 from core.data import task_data
 from tools.tiny_chat import write_chat_model
+from ui import choices
 
 QWEN = "Qwen/Qwen2.5-0.5B-Instruct"
 
@@ -80,7 +80,7 @@ def test_a_cuda_machine_estimates_in_bf16(tmp_path, monkeypatch):
 
 def test_local_chat_model_with_its_knobs(runs_dir, chat_model, fake_launch):
     at = page("launch")
-    at.selectbox(key="launch_model_kind").set_value(api.OTHER_MODEL).run()
+    at.selectbox(key="launch_model_kind").set_value(choices.OTHER_MODEL).run()
     at.text_input(key="launch_model_path").set_value(str(chat_model)).run()
     ok(at)
     assert f"local folder {chat_model}" in texts(at)

@@ -19,8 +19,8 @@ SCRIPT = textwrap.dedent("""
     root = tempfile.mkdtemp()
     shutil.copytree(sys.argv[3], root + "/runs")
     os.environ["CALIBRATION_LAB_RUNS"] = root + "/runs"
-    from core import api
-    api._device = api.DeviceInfo(True)  # the real probe is a subprocess; skip it here
+    from core import device
+    device._device = device.DeviceInfo(True)  # the real probe is a subprocess; skip it here
     at = AppTest.from_file(sys.argv[1], default_timeout=60).run()
     if sys.argv[2] != "home":
         at.switch_page(f"pages/{sys.argv[2]}.py").run()
@@ -54,7 +54,8 @@ def test_model_and_data_checks_are_light_too(tmp_path):
     code = ("import sys; from core import api; from core.config import build_config; "
             "c = build_config('chat', model='Qwen/Qwen2.5-0.5B-Instruct'); "
             "api.model_status(c.model); api.memory_estimate(c); api.check_config(c.to_dict()); "
-            "api.save_upload('q.jsonl', b'{\"question\": \"1?\", \"answer\": \"1\"}', "
+            "from ui.task_source import save_upload; "
+            "save_upload('q.jsonl', b'{\"question\": \"1?\", \"answer\": \"1\"}', "
             "sys.argv[1]); "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)],

@@ -29,10 +29,10 @@ def test_lists_every_run_with_its_status(runs_dir):
 def test_tags_are_saved_in_the_run_folder(runs_dir):
     at = page("runs", {"run": IDS[1]})
     assert at.selectbox(key="runs_pick").value == IDS[1]
-    at.text_input(key=f"runs_tags_{IDS[1]}").set_value("classic-fixture, keep , keep").run()
+    at.text_input(key=f"runs_tags_{IDS[1]}").set_value("compare-fixture, keep , keep").run()
     at.button(key="runs_save_tags").click().run()
     ok(at)
-    assert api.load_run(IDS[1]).tags == ["classic-fixture", "keep"]
+    assert api.load_run(IDS[1]).tags == ["compare-fixture", "keep"]
 
 
 def test_delete_needs_a_confirmation(runs_dir):

@@ -102,7 +102,7 @@ def test_models_and_remote_code_the_host_did_not_allow_are_refused(runs_dir, mon
         workshop.check_launch({"model": "embedded", "trust_remote_code": True}, "bob", 0)
 
 
-def test_the_per_person_limit_holds_and_the_classic_comparison_is_all_or_nothing(
+def test_the_per_person_limit_holds_and_the_quick_comparison_is_all_or_nothing(
         runs_dir, monkeypatch):
     launched = []
     monkeypatch.setattr("core.runs.runner.launch",
@@ -115,5 +115,5 @@ def test_the_per_person_limit_holds_and_the_classic_comparison_is_all_or_nothing
         api.launch(build_config("smoke"), user="bob")
     monkeypatch.setenv(workshop.RUNS_PER_USER_ENV, "4")
     with pytest.raises(WorkshopError, match="one person may have 4"):
-        api.launch_classic(user="bob")  # 1 live + 4 new > 4: none is started
+        api.launch_comparison(user="bob")  # 1 live + 4 new > 4: none is started
     assert launched == ["bob"]

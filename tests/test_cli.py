@@ -116,8 +116,7 @@ def test_bad_input_exits_2_with_one_line_and_no_run_folder(tmp_path, argv, word)
     assert not runs.exists() or not any(runs.iterdir()), list(runs.iterdir())
 
 
-@pytest.mark.parametrize("argv", [["train", "--steps", "many"], ["train", "--kl-beta", "-inf"],
-                                  ["resume"], ["frobnicate"]])
+@pytest.mark.parametrize("argv", [["train", "--steps", "many"], ["resume"], ["frobnicate"]])
 def test_usage_mistakes_are_one_line_too(tmp_path, argv):
     proc = run_cli(*argv, "--runs-dir", str(tmp_path / "runs"))
     assert proc.returncode == 2
@@ -158,14 +157,6 @@ def test_list_json_shows_a_run_folder(tmp_path):
     rows = json.loads(proc.stdout)
     assert [(r["id"], r["status"], r["recipe"], r["seed"], r["step"], r["total_steps"])
             for r in rows] == [(writer.run_id, "finished", "psr", 4, 9, 9)]
-
-
-def test_show_unknown_or_unsafe_id_exits_2(tmp_path):
-    runs = tmp_path / "runs"
-    proc = run_cli("show", "../etc", "--runs-dir", str(runs))
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ")
-    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_unknown_hub_id_offline_is_refused_with_how_to_download(tmp_path):

@@ -219,3 +219,10 @@ def test_every_widget_limit_is_valid_and_the_next_value_out_is_not(name):
 def test_every_number_setting_declares_its_range():
     numbers = {name for name, f in FIELDS.items() if str(f.type) in ("int", "float")}
     assert numbers and numbers == set(BOUNDED)
+
+
+@pytest.mark.parametrize(("steps", "every", "expected"),
+                         [(100, 20, 6), (4, 2, 3), (5, 2, 4), (10, 0, 2), (0, 5, 1)])
+def test_n_evals_matches_the_training_schedule(steps, every, expected):
+    assert RunConfig(steps=steps, eval_every=every).n_evals == expected
+    assert RunConfig(steps=steps, eval_every=every, no_eval=True).n_evals == 0

@@ -7,7 +7,7 @@ import torch
 
 from core.config import build_config
 from core.engine import train as train_module
-from core.runs.failures import failure_message, is_out_of_memory
+from core.runs.failures import ErrorKind, failure_kind, failure_message, is_out_of_memory
 from core.runs.runner import execute
 from core.runs.store import RunStore
 
@@ -28,6 +28,7 @@ def test_cuda_out_of_memory_marks_the_run_failed_and_keeps_what_was_logged(tmp_p
     assert execute(config, writer) == "failed"
     record = store.load(writer.run_id)
     assert record.status == "failed" and record.step == 1
+    assert record.error_kind == ErrorKind.OUT_OF_MEMORY
     assert record.error.startswith("OutOfMemoryError: the device ran out of memory (CUDA out")
     for hint in ("smaller G (group_size, now 8)", "max_new_tokens, now 384",
                  "generation_batch_size (now 0: as many rows as the KV-cache budget",
@@ -48,3 +49,20 @@ def test_out_of_memory_is_recognised_by_kind_or_words(error, oom):
     assert ("smaller G" in message) is oom
     if not oom:
         assert message == f"RuntimeError: {error}"
+
+
+def test_every_failure_has_a_kind_the_app_reads_instead_of_the_words():
+    from core.engine.checkpoint import CheckpointError
+    from core.engine.train import TrainingError
+    from core.models.model_source import ModelError
+
+    cases = [(torch.OutOfMemoryError("CUDA out of memory"), ErrorKind.OUT_OF_MEMORY),
+             (TrainingError("the loss became nan at step 1"), ErrorKind.UNSTABLE),
+             (RuntimeError("probability tensor contains either `inf`, `nan` or element < 0"),
+              ErrorKind.UNSTABLE),
+             (CheckpointError("checkpoint.pt is damaged"), ErrorKind.CHECKPOINT),
+             (ModelError("no such model"), ErrorKind.MODEL),
+             (FileNotFoundError("metrics.jsonl"), ErrorKind.FILES),
+             (ValueError("something else"), ErrorKind.OTHER)]
+    for error, kind in cases:
+        assert failure_kind(error) is kind, error

@@ -305,10 +305,8 @@ def test_visible_gpus_read_nvidia_smi_and_respect_cuda_visible_devices(monkeypat
 
 
 def test_the_estimates_mirrors_of_engine_constants_agree() -> None:
-    from core.engine.evaluate import MAX_ROWS_PER_GENERATE
     from core.models import model_catalog
 
-    assert model_catalog.EVAL_ROWS_DEFAULT == MAX_ROWS_PER_GENERATE
     assert model_catalog.KV_CACHE_BUDGET_CPU == rollout_module.KV_CACHE_BUDGET_CPU
     assert model_catalog.LOGITS_CHUNK_BYTES == rollout_module.LOGITS_CHUNK_BYTES
 

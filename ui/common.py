@@ -3,6 +3,7 @@ which run a page shows, and the metric catalogue that Compare and Run offer."""
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -10,9 +11,12 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
+from core.runs.estimates import Estimate
 
 from core import api
-from core.runs.store import RunRecord
+from core.metrics import SIGNALS
+from core.runs.failures import ErrorKind
+from core.runs.store import ENDED_UNREPORTED, RunRecord
 
 REFRESH_SECONDS = 2.0  # live views poll the run folder this often
 STATUS_COLORS = {"queued": "violet", "running": "blue", "finished": "green", "failed": "red",
@@ -199,30 +203,55 @@ def short_label(r: RunRecord) -> str:
     return f"{recipe_of(r)} s{r.config.get('seed', '?')} ({r.id[-4:]})"
 
 
+# What a student can do about each kind of failure (core.runs.failures.ErrorKind).
+ERROR_ADVICE = {
+    ErrorKind.OUT_OF_MEMORY: "The model did not fit in memory: lower G, prompts per step or "
+                             "the evaluation sizes, or use a smaller model.",
+    ErrorKind.UNSTABLE: "Training became unstable: lower the learning rate.",
+    ErrorKind.CHECKPOINT: "The checkpoint cannot be used: start a new run instead.",
+    ErrorKind.MODEL: "The model could not be loaded.",
+    ErrorKind.FILES: "A file could not be read or written (full disk? missing model?).",
+    ErrorKind.CONFIG: "Its settings file was edited or damaged after the launch.",
+    ErrorKind.NOT_STARTED: "The training process could not be started.",
+}
+
+
 def plain_error(r: RunRecord) -> str:
-    """Why a run ended badly, in words a student can act on."""
+    """Why a run ended badly, in words a student can act on, chosen by its error kind."""
     err = (r.error or "").strip()
     if r.status == "damaged":
         return (f"This run's folder is damaged and cannot be read ({err or 'unknown reason'}). "
                 "Delete it on the Runs page, or inspect it in the runs folder.")
-    if "ended without reporting" in err:
-        detail = err.partition("reporting: ")[2]
+    if r.error_kind == ErrorKind.ENDED_UNREPORTED:
+        detail = err.removeprefix(ENDED_UNREPORTED).lstrip(": ")  # e.g. killed by SIGKILL
         return ("The training process stopped without saying why: it was killed, ran out of "
                 "memory, or the machine restarted" + (f" ({detail})" if detail else "")
                 + ". What it logged before is still shown; Continue resumes it from its last "
                 "checkpoint.")
-    name, _, message = err.partition(": ")
-    hints = {"OutOfMemoryError": "The model did not fit in memory: lower G, prompts per step "
-                                 "or the evaluation sizes, or use a smaller model.",
-             "TrainingError": "Training became unstable.",
-             "RuntimeError": "Training became unstable (lower the learning rate)."
-             if "probability tensor" in message else "",
-             "CheckpointError": "The checkpoint cannot be used.",
-             "ModelError": "The model could not be loaded.",
-             "OSError": "A file could not be read or written (full disk? missing model?)."}
-    hint = hints.get(name, "")
-    text = message or err or "no reason was recorded"
-    return f"The run failed at step {r.step} of {r.total_steps}: {text}. {hint}".strip()
+    text = err or "no reason was recorded"
+    advice = ERROR_ADVICE.get(r.error_kind, "")
+    return f"The run failed at step {r.step} of {r.total_steps}: {text}. {advice}".strip()
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """`12 s`, `3 min 05 s`, `1 h 02 min`; "unknown" for None or not finite."""
+    if seconds is None or not math.isfinite(seconds):
+        return "unknown"
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def fmt_estimate(est: Estimate | None) -> str:
+    """An estimate with how sure it is: `about 30 s (25–36 s; measured on …)`."""
+    if est is None:
+        return "an unknown time (no measured costs: run benchmarks/costs.py)"
+    span = (f"{fmt_duration(est.low)}–{fmt_duration(est.high)}" if
+            fmt_duration(est.low) != fmt_duration(est.high) else fmt_duration(est.low))
+    return f"about **{fmt_duration(est.seconds)}** ({span}; {est.basis})"
 
 
 def query_run_id() -> str | None:
@@ -272,6 +301,9 @@ EVAL_LABELS = {"accuracy": "accuracy (held-out, sampled)",
                "distinct_answers": "distinct answers per prompt (held-out)"}
 CAL_LABELS = {"ece": "ECE", "brier": "Brier", "auroc": "AUROC",
               "overconfidence": "overconfidence", "mean_confidence": "mean confidence"}
+# The confidence signals (core.metrics.SIGNALS) in words: for pickers, and short for labels.
+SIGNAL_LABELS = {"verbalized": "verbalized (stated q)", "answer_prob": "answer probability",
+                 "consistency": "consistency (agreement of n samples)"}
 SHORT_SIGNAL = {"verbalized": "verbalized", "answer_prob": "answer prob.",
                 "consistency": "consistency"}
 
@@ -285,7 +317,7 @@ def metric_catalogue(records: Sequence[RunRecord]) -> dict[str, tuple[str, str]]
                  for k in (e.get("pass_at_k") or {}) if str(k).isdigit()})
     for k in ks:
         out[f"Pass@{k} (held-out)"] = ("eval", f"pass_at_k/{k}")
-    for sig in api.SIGNALS:
+    for sig in SIGNALS:
         for key, label in CAL_LABELS.items():
             out[f"{label} — {SHORT_SIGNAL[sig]}"] = ("eval", f"calibration/{sig}/{key}")
     train_keys: list[str] = []

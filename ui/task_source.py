@@ -5,11 +5,13 @@ Hugging Face dataset by id, subset, split and columns. Widget keys carry the pag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import streamlit as st
 
 from core import api
 from core.config import GRADER_CHOICES, help_text
+from core.data.task_data import TaskError, read_table, sha256, store_data
 
 SOURCES = {"file": "your file — JSONL or CSV upload", "hf": "a Hugging Face dataset"}
 
@@ -18,6 +20,48 @@ SOURCES = {"file": "your file — JSONL or CSV upload", "hf": "a Hugging Face da
 class TaskChoice:
     task: str  # the RunConfig.task value: a built-in name, a stored file, or hf:ID
     problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Upload:
+    path: str | None  # the stored copy in <runs>/datasets; None when the file is unreadable
+    columns: tuple[str, ...]
+    rows: int
+    problem: str | None = None
+
+
+_UPLOADS: dict[tuple[str, str, str], Upload] = {}  # (runs dir, name, sha256) -> stored
+
+
+def save_upload(name: str, data: bytes, root: Path | str | None = None) -> Upload:
+    """Check an uploaded file (size, text, JSONL/CSV rows) and keep a copy in the run store,
+    under its content hash; the columns feed the page's column mapping."""
+    key = (str(root if root is not None else api.runs_dir()), name, sha256(data))
+    if key not in _UPLOADS:
+        try:
+            table = read_table(data, name)
+        except TaskError as e:
+            return Upload(None, (), 0, str(e))
+        path = store_data(data, name, key[0])
+        _UPLOADS[key] = Upload(str(path), table.columns, len(table.rows))
+    return _UPLOADS[key]
+
+
+COLUMN_HINTS = {"question": ("question", "problem", "prompt", "query", "input"),
+                "answer": ("answer", "solution", "target", "label", "output", "gold")}
+
+
+def guess_column(columns: tuple[str, ...] | list[str], role: str) -> str | None:
+    """The column most likely to hold the question or answer (exact, then partial names)."""
+    lower = {c.lower(): c for c in columns}
+    for hint in COLUMN_HINTS[role]:
+        if hint in lower:
+            return lower[hint]
+    for hint in COLUMN_HINTS[role]:
+        for c in columns:
+            if hint in c.lower():
+                return c
+    return None
 
 
 def draw(kind: str) -> TaskChoice:
@@ -37,12 +81,12 @@ def _upload() -> TaskChoice:
     if upload is None:
         return TaskChoice("file", ["upload a JSONL or CSV file with a question and an answer "
                                    "column"])
-    info = api.save_upload(upload.name, upload.getvalue())
+    info = save_upload(upload.name, upload.getvalue())
     if info.problem:
         return TaskChoice("file", [info.problem])
     for role in ("question", "answer"):  # a mapping that fits this file's columns
         if st.session_state.get(f"launch_{role}_field") not in info.columns:
-            st.session_state[f"launch_{role}_field"] = (api.guess_column(info.columns, role)
+            st.session_state[f"launch_{role}_field"] = (guess_column(info.columns, role)
                                                         or info.columns[0])
     m1, m2, m3 = st.columns(3)
     m1.selectbox("Question column", info.columns, key="launch_question_field",

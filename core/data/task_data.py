@@ -30,6 +30,7 @@ import numpy as np
 from core.config import RunConfig
 from core.data.grading import final_part, grade_answer, read_number
 from core.data.tasks import EVAL_SET_SEED, TASKS, Example, Task, is_held_out
+from core.files import write_atomically
 
 MAX_FILE_BYTES = 25 * 2**20  # a JSONL of 100k short questions is about 10 MB
 MAX_ROWS = 200_000
@@ -335,9 +336,7 @@ def store_data(data: bytes, name: str, runs_dir: Path | str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / f"{sha256(data)[:12]}-{safe_name(name)}"
     if not dest.exists():
-        tmp = folder / f".{dest.name}.{os.getpid()}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
+        write_atomically(dest, data)
     return dest.resolve()
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from core.config import RunConfig
+from core.files import atomic_file
 from core.runs.store import RunWriter
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -73,20 +74,10 @@ def cuda_rng_state(saved: Any, device_index: int) -> torch.Tensor:
 
 
 def save_atomically(state: dict[str, Any], path: os.PathLike[str] | str) -> None:
-    """torch.save to a temporary file, fsync, then rename over `path`."""
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")  # hidden: never exported
-    with open(tmp, "wb") as f:
+    """torch.save through core.files.atomic_file: the old checkpoint or the new one, and the
+    rename fsynced too."""
+    with atomic_file(path, "wb", sync_folder=True) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(folder or ".", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass

@@ -17,14 +17,10 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core import metrics
-from core.config import RunConfig
+from core.config import EVAL_ROWS_PER_GENERATE, RunConfig
 from core.data.formats import PromptFormat
 from core.data.tasks import Example, Task
 from core.engine.rollout import answer_probability, grade, sample_in_slices
-
-# Rows per generate call at most (the KV-cache budget in core.engine.rollout bounds a big
-# model's calls further). Kept because the embedded model's figures for a seed depend on it.
-MAX_ROWS_PER_GENERATE = 1024
 
 
 @dataclass
@@ -50,7 +46,7 @@ def _draw(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Promp
           task: Task, examples: list[Example], n: int, temperature: float | None,
           max_new_tokens: int, max_rows: int = 0) -> _Samples:
     rollout = sample_in_slices(model, tokenizer, fmt, examples, n, temperature, max_new_tokens,
-                               max_rows or MAX_ROWS_PER_GENERATE)
+                               max_rows or EVAL_ROWS_PER_GENERATE)
     graded = grade(rollout, fmt, task, tokenizer)
     return _Samples(
         graded.correct.cpu().numpy(), graded.confidence.double().cpu().numpy().round(6),

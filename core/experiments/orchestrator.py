@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import signal
 import sys
 import threading
@@ -163,7 +162,12 @@ def run_jobs(jobs: Sequence[Job], store: RunStore, workers: int, label: str,
                         bar.message(f"  {job.recipe} seed {job.seed}: not started ({o.error})")
                         continue
                     config["init_from"] = parent.id
-                o.id = launch(RunConfig.from_dict(config), store.root)
+                try:
+                    o.id = launch(RunConfig.from_dict(config), store.root)
+                except (OSError, ValueError) as e:  # checked up front, so rare: a full disk
+                    o.status, o.error = "failed", f"could not start: {e}"
+                    bar.message(f"  {o.recipe} seed {o.seed}: failed ({o.error})")
+                    continue
                 o.status = "queued"
                 live.append(job.index)
             reap()
@@ -219,11 +223,6 @@ def default_out(name: str, task: str, runs_root: Path) -> Path:
     return runs_root / "experiments" / f"{name}-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def threads_per_run(together: int) -> int:
-    """CPU threads for each run when `together` runs train at once: the cores shared out."""
-    return max(1, (os.cpu_count() or 1) // max(1, together))
-
-
 def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | None = None,
                    recipes: Sequence[str] | None = None, workers: int | None = None,
                    out: Path | str | None = None, runs_dir: Path | str | None = None,
@@ -238,7 +237,7 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
     ConfigError/ModelError/ValueError before anything starts if the settings cannot work."""
     from core.data.task_data import pin_task
     from core.runs.runner import preflight
-    from core.runs.slots import max_runs
+    from core.runs.slots import max_runs, threads_per_run
 
     spec = find(name)
     name = spec.name  # an alias runs, and is reported, as the experiment it names

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import RunConfig
+from core.config import EVAL_ROWS_PER_GENERATE, RunConfig
 from core.models.model_source import ModelError, model_folder, resolve_model
 
 GB = 1e9
 PROMPT_TOKENS_CHAT = 160  # system prompt + a short question, in BPE tokens (assumed)
 PROMPT_TOKENS_EMBEDDED = 12
 # Mirrors of the engine's constants (this module stays torch-free, so it cannot import them).
-EVAL_ROWS_DEFAULT = 1024  # core.engine.evaluate.MAX_ROWS_PER_GENERATE
 KV_CACHE_BUDGET_CPU = 4 * 2**30  # core.engine.rollout.KV_CACHE_BUDGET_CPU
 LOGITS_CHUNK_BYTES = 256 * 2**20  # core.engine.rollout.LOGITS_CHUNK_BYTES
 ACTIVATION_BYTES_PER_HIDDEN = 34  # per token and layer, in 16-bit (Korthikanti et al. 2022)
@@ -156,7 +155,7 @@ def estimate_memory(arch: Arch, config: RunConfig, device: str, embedded: bool =
 
     gen_rows = max(rows(train_rows, config.group_size, train_rows),
                    0 if config.no_eval else rows(config.eval_prompts * config.eval_samples,
-                                                 config.eval_samples, EVAL_ROWS_DEFAULT))
+                                                 config.eval_samples, EVAL_ROWS_PER_GENERATE))
     # Decoding keeps the KV cache and one step's [rows, V] logits, softmax and log-softmax.
     generation = gen_rows * (kv_per_row + arch.vocab * 4 * 3)
     head = lm_head_bytes(train_rows * t, arch, w)

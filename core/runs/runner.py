@@ -20,7 +20,7 @@ from core.data.task_data import task_for
 from core.models.model_source import check_hub_reachable, check_model
 from core.paths import REPO_ROOT
 from core.runs import slots
-from core.runs.failures import failure_message
+from core.runs.failures import ErrorKind, failure_kind, failure_message
 from core.runs.store import (
     ACTIVE,
     ADAPTER_FILE,
@@ -144,7 +144,7 @@ def execute(config: RunConfig, writer: RunWriter) -> str:
     except Exception as e:  # the run's record must say why it ended, whatever the cause
         writer.log_text(traceback.format_exc())
         status = "failed"
-        guard.end(status=status, error=failure_message(e, config))
+        guard.end(status=status, error=failure_message(e, config), error_kind=failure_kind(e))
     finally:
         guard.uninstall()
         if slot is not None:
@@ -164,7 +164,8 @@ def _spawn(writer: RunWriter) -> None:
                 cwd=REPO_ROOT)
     except OSError as e:
         writer.log_text(traceback.format_exc())
-        writer.update_status(status="failed", error=f"could not start the training process: {e}")
+        writer.update_status(status="failed", error=f"could not start the training process: {e}",
+                             error_kind=ErrorKind.NOT_STARTED)
         raise
     writer.hand_over(proc.pid)
     threading.Thread(target=_reap, args=(proc, writer.path), daemon=True).start()
@@ -196,6 +197,7 @@ def _reap(proc: subprocess.Popen, path: Path) -> None:
                     writer.update_status(status="stopped", ended_at=time.time())
                 else:
                     writer.update_status(status="failed", error=exit_reason(returncode),
+                                         error_kind=ErrorKind.ENDED_UNREPORTED,
                                          ended_at=time.time())
     except (OSError, ValueError):
         pass  # the folder was deleted or damaged meanwhile: nothing left to record
@@ -235,7 +237,7 @@ def reopen(run_id: str, runs_dir: Path | str | None = None) -> tuple[RunWriter, 
         config = RunConfig.from_dict(record.config)  # config.json stays the source of truth
         preflight(config, store.root)
         writer = RunWriter(path)
-        writer.update_status(status="queued", error=None, pid=os.getpid(),
+        writer.update_status(status="queued", error=None, error_kind=None, pid=os.getpid(),
                              pid_start=process_start(os.getpid()), queued_at=time.time(),
                              ended_at=None, stop=None,
                              resumes=int(writer.status.get("resumes", 0)) + 1)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from core.config import RunConfig
 from core.models.model_catalog import run_estimate
-from core.runs.store import RunStore
+from core.runs.store import RunRecord, RunStore
 
 MAX_RUNS_ENV = "CALIBRATION_LAB_MAX_RUNS"
 SLOTS_DIR = ".slots"  # a dot folder: never taken for a run
@@ -60,7 +60,14 @@ def threads_for(training: int, cap: int) -> int:
     The cores are shared out evenly: two runs on 2 cores with 2 threads each spin against
     each other and both train several times slower than one after the other
     (benchmarks/RESULTS.md, "Runs at once")."""
-    return max(1, cores() // max(1, min(training, cap)))
+    return threads_per_run(min(training, cap))
+
+
+def threads_per_run(together: int) -> int:
+    """CPU threads for each of `together` runs training at once: the cores shared out. A
+    group of runs launched together (an experiment, the quick comparison) fixes this count
+    for its whole length, so a seed's figures do not depend on what else was running."""
+    return max(1, cores() // max(1, together))
 
 
 GPU_MEMORY_USABLE = 0.9  # of each GPU's memory: the rest for the CUDA context and others
@@ -189,3 +196,26 @@ def wait_for_slot(store: RunStore, run_id: str, cap: int,
             slot.release()
         time.sleep(poll)
     return None
+
+
+@dataclass(frozen=True)
+class QueueState:
+    cap: int  # runs that may train at once
+    running: int
+    line: list[str]  # queued run ids, first in line first
+
+    def position(self, run_id: str) -> int | None:
+        """1 for the next run to start; None if it is not waiting."""
+        return self.line.index(run_id) + 1 if run_id in self.line else None
+
+
+def queue_state(runs: list[RunRecord]) -> QueueState:
+    """How full the machine is: the cap, the runs training, and the waiting line (in the
+    order `wait_for_slot` serves it)."""
+    try:
+        cap = max_runs()
+    except ValueError:
+        cap = os.cpu_count() or 1  # the launch itself reports the broken setting
+    waiting = sorted((r for r in runs if r.status == "queued"),
+                     key=lambda r: (r.queued_at or 0.0, r.id))
+    return QueueState(cap, sum(r.status == "running" for r in runs), [r.id for r in waiting])

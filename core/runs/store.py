@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from core.config import RunConfig
+from core.files import write_atomically
+from core.runs.failures import ErrorKind
 
 RUNS_DIR_ENV = "CALIBRATION_LAB_RUNS"
 # Tags live beside status.json, not in it: the training process rewrites status.json from
@@ -49,16 +51,6 @@ ENDED_UNREPORTED = "the training process ended without reporting"
 def default_runs_dir() -> Path:
     """$CALIBRATION_LAB_RUNS, else ./runs, as an absolute path (see RunStore)."""
     return Path(os.environ.get(RUNS_DIR_ENV, "runs")).absolute()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never a half; fsync so a power cut does too."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -195,7 +187,7 @@ class RunWriter:
 
     def _write_status(self, **fields: Any) -> None:
         self._status.update(fields, updated_at=time.time())
-        _atomic_write(self.path / "status.json", json.dumps(self._status, indent=2))
+        write_atomically(self.path / "status.json", json.dumps(self._status, indent=2))
 
     @property
     def status(self) -> dict[str, Any]:
@@ -211,7 +203,7 @@ class RunWriter:
             kept = [json.dumps(r, allow_nan=False) + "\n" for r in read_jsonl(path)
                     if isinstance(r, dict) and isinstance(r.get("step"), int)
                     and r["step"] <= keep_through]
-            _atomic_write(path, "".join(kept))
+            write_atomically(path, "".join(kept))
 
     def log_text(self, text: str) -> None:
         with open(self.path / "log.txt", "a") as f:
@@ -235,10 +227,12 @@ class RunRecord:
     queued_at: float | None = None  # its place in the queue (core.runs.slots)
     owner: str | None = None  # who launched it, in workshop mode
     checkpoint_step: int | None = None  # where a resume continues from
+    error_kind: str | None = None  # a core.runs.failures.ErrorKind when it failed
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "config": self.config,
-                "error": self.error, "step": self.step, "total_steps": self.total_steps,
+                "error": self.error, "error_kind": self.error_kind, "step": self.step,
+                "total_steps": self.total_steps,
                 "started_at": self.started_at, "updated_at": self.updated_at,
                 "queued_at": self.queued_at, "owner": self.owner,
                 "checkpoint_step": self.checkpoint_step,
@@ -305,16 +299,19 @@ class RunStore:
             if not isinstance(status, dict) or not isinstance(config, dict):
                 raise ValueError("status.json and config.json must hold JSON objects")
             state, error = str(status.get("status", "damaged")), status.get("error")
+            kind = status.get("error_kind")
             if state not in STATUSES:
                 raise ValueError(f"unknown status {state!r}")
             if state in ACTIVE and not _alive(status):  # killed, OOM, machine restarted
                 state, error = "failed", error or ENDED_UNREPORTED
+                kind = status.get("error_kind") or ErrorKind.ENDED_UNREPORTED
             ckpt = status.get("checkpoint_step")
             record = RunRecord(run_id, state, config, error, int(status.get("step", 0)),
                                int(status.get("total_steps", 0)), status.get("started_at"),
                                status.get("updated_at"), self._tags(path), status.get("pid"),
                                queued_at=status.get("queued_at"), owner=status.get("owner"),
-                               checkpoint_step=int(ckpt) if ckpt is not None else None)
+                               checkpoint_step=int(ckpt) if ckpt is not None else None,
+                               error_kind=kind)
         except (OSError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
             return RunRecord(run_id, "damaged", {}, f"unreadable run folder: {e}", 0, 0,
                              None, None, self._tags(path))
@@ -334,7 +331,7 @@ class RunStore:
         path = self.path(run_id)
         if not path.is_dir():
             raise KeyError(f"no run {run_id!r} in {self.root}")
-        _atomic_write(path / TAGS_FILE, json.dumps(tags))
+        write_atomically(path / TAGS_FILE, json.dumps(tags))
 
     def list(self) -> list[RunRecord]:
         out = []
