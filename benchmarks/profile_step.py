@@ -1,4 +1,4 @@
-"""Where a training step and an evaluation spend their time (issue 6's profile).
+"""Where a training step and an evaluation spend their time (the speed work's profile).
 
 Run by hand: `.venv/bin/python -m benchmarks.profile_step [--steps 20] [--threads N]
 [--recipe binary] [--cprofile]`. Times each phase of the hot path with wall clocks around
@@ -31,7 +31,7 @@ from core.engine.rollout import grade, sample, score_tokens
 
 try:
     from core.engine.rollout import with_rows
-except ImportError:  # the lab before issue 6
+except ImportError:  # the lab before the merged sampler and row skipping
     with_rows = None
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     recipe = RECIPES[config.recipe]
     phases: dict[str, list[float]] = defaultdict(list)
     clock = time.process_time if args.cpu_time else time.perf_counter
-    # The lab before issue 6 had no merged sampler; this lets the script profile that code too
+    # The lab before the speed work had no merged sampler; this lets the script profile that code too
     # (cd OLD && PYTHONPATH=OLD NEW/.venv/bin/python NEW/benchmarks/profile_step.py).
     sampler = getattr(loaded, "sampling_model", lambda: model)
 
@@ -82,7 +82,7 @@ def main() -> None:
             batch = RecipeBatch(ro.logprobs, ro.logprobs, ro.completion_mask.float(), g.correct,
                                 g.confidence, g.well_formed, config.group_size,
                                 confidence_mask=g.confidence_mask)
-        with phase("pick rows"):  # rows without advantage are not scored (since issue 6)
+        with phase("pick rows"):  # rows without advantage are not scored (since the speed work)
             rows = (recipe.rows_to_score(batch, config) if hasattr(recipe, "rows_to_score")
                     else None)
             scored = ro if rows is None else ro.select(rows)

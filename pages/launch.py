@@ -63,7 +63,7 @@ st.caption("Every setting is checked before anything starts; the (?) beside a se
            "what it does.")
 device = api.detected_device()
 
-st.selectbox("Start from", [*PRESETS, "defaults"], key="launch_preset", on_change=apply_preset,
+st.selectbox("Settings preset", [*PRESETS, "defaults"], key="launch_preset", on_change=apply_preset,
              help="Fills the settings below: quick = 100 steps (minutes), smoke = 4 tiny "
                   "steps (seconds), chat = a starting point for a ~0.5B chat model on a GPU, "
                   "defaults = RunConfig's own defaults.")
@@ -85,7 +85,7 @@ c3.caption(RECIPE_INFO[recipe].summary)
 st.latex(RECIPE_INFO[recipe].formula)
 
 finished = {r.id: r for r in api.runs_to_start_from(api.list_runs(), model)}
-st.selectbox("Start from", ["", *finished], key="launch_init_from", help=help_text("init_from"),
+st.selectbox("Initial policy", ["", *finished], key="launch_init_from", help=help_text("init_from"),
              format_func=lambda i: "the model itself (a fresh adapter)" if not i
              else f"the end of {common.run_label(finished[i])}")
 

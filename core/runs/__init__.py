@@ -1,0 +1,1 @@
+"""Run folders, the queue, starting/stopping/continuing runs, workshop rules: no torch."""
