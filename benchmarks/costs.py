@@ -37,10 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.runs.estimates import COST_KEYS, eval_samples
-
 from core.config import build_config
 from core.paths import COSTS_FILE, REPO_ROOT
+from core.runs.estimates import COST_KEYS, eval_samples
 
 RECIPES = ("binary", "rlcr", "psr", "nsr")  # the quick comparison's
 TRAIN_STEPS = 40

@@ -11,10 +11,10 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
-from core.runs.estimates import Estimate
 
 from core import api
 from core.metrics import SIGNALS
+from core.runs.estimates import Estimate
 from core.runs.failures import ErrorKind
 from core.runs.store import ENDED_UNREPORTED, RunRecord
 
