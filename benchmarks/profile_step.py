@@ -62,7 +62,8 @@ def main() -> None:
     recipe = RECIPES[config.recipe]
     phases: dict[str, list[float]] = defaultdict(list)
     clock = time.process_time if args.cpu_time else time.perf_counter
-    # The lab before the speed work had no merged sampler; this lets the script profile that code too
+    # The lab before the speed work had no merged sampler; this lets the script profile that
+    # code too
     # (cd OLD && PYTHONPATH=OLD NEW/.venv/bin/python NEW/benchmarks/profile_step.py).
     sampler = getattr(loaded, "sampling_model", lambda: model)
 
