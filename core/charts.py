@@ -177,3 +177,47 @@ def calibration_over_steps(evals: Sequence[dict[str, Any]], signal: str) -> go.F
               Series("AUROC (0.5 = blind)", *column(evals, base + "auroc"), "#1f77b4",
                      dash="dot")]
     return lines(series, "ECE, Brier and AUROC over training", y_range=(0, 1.02))
+
+
+@dataclass(frozen=True)
+class MeanSd:
+    """A series of means with their sd over seeds (sd None: a single seed, no band)."""
+    name: str
+    x: Sequence[Any]
+    mean: Sequence[float | None]
+    sd: Sequence[float | None]
+    color: str | None = None
+
+
+def _rgba(color: str, alpha: float) -> str:
+    c = color.lstrip("#")
+    return f"rgba({int(c[0:2], 16)},{int(c[2:4], 16)},{int(c[4:6], 16)},{alpha})"
+
+
+def mean_sd_lines(series: Sequence[MeanSd], title: str, x_title: str = "step",
+                  y_title: str = "", y_range: Sequence[float] | None = None,
+                  log_x: bool = False) -> go.Figure:
+    """Means over seeds as lines, with a shaded mean ± sd band where there is an sd: a
+    sweep's end metric against a swept value, or a setting's curve over steps."""
+    fig = go.Figure()
+    for i, s in enumerate(series):
+        color = s.color or PALETTE[i % len(PALETTE)]
+        pts = [(x, m, sd) for x, m, sd in zip(s.x, s.mean, s.sd, strict=False)
+               if x is not None and isinstance(m, int | float)]
+        xs = [p[0] for p in pts]
+        band = [(x, m, sd) for x, m, sd in pts if isinstance(sd, int | float)]
+        if band:
+            fig.add_trace(go.Scatter(
+                x=[p[0] for p in band] + [p[0] for p in reversed(band)],
+                y=[p[1] + p[2] for p in band] + [p[1] - p[2] for p in reversed(band)],
+                fill="toself", fillcolor=_rgba(color, 0.18), line={"width": 0},
+                hoverinfo="skip", showlegend=False, legendgroup=s.name))
+        fig.add_trace(go.Scatter(
+            x=xs, y=[p[1] for p in pts], name=s.name, mode="lines+markers",
+            line={"color": color}, marker={"size": 7}, legendgroup=s.name,
+            customdata=[p[2] if p[2] is not None else float("nan") for p in pts],
+            hovertemplate="%{x}: %{y:.3f} ± %{customdata:.3f}<extra>" + s.name + "</extra>"))
+    fig = _layout(fig, title, x_title, y_title, y_range)
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig

@@ -15,20 +15,21 @@ import time
 import traceback
 from pathlib import Path
 
-from core.runs import slots
 from core.config import RunConfig
-from core.paths import REPO_ROOT
-from core.runs.failures import failure_message
+from core.data.task_data import task_for
 from core.models.model_source import check_hub_reachable, check_model
+from core.paths import REPO_ROOT
+from core.runs import slots
+from core.runs.failures import failure_message
 from core.runs.store import (
     ACTIVE,
     ENDED_UNREPORTED,
+    REMOTE_STOP_FILE,
     RunStore,
     RunWriter,
     process_start,
     run_lock,
 )
-from core.data.task_data import task_for
 
 STOP_GRACE_SECONDS = 3.0  # a stop that the loop has not honoured by then is forced
 
@@ -186,7 +187,12 @@ def launch(config: RunConfig, runs_dir: Path | str | None = None,
 def stop(run_id: str, runs_dir: Path | str | None = None) -> bool:
     """Ask a queued or running run to stop (after its current step, or within
     STOP_GRACE_SECONDS). False if it was not live."""
-    record = RunStore(runs_dir).load(run_id, metrics=False)
+    store = RunStore(runs_dir)
+    record = store.load(run_id, metrics=False)
+    if record.backend and record.status in ACTIVE:  # on another machine: its writer looks
+        with run_lock(store.path(run_id)):
+            (store.path(run_id) / REMOTE_STOP_FILE).touch()
+        return True
     if record.status not in ACTIVE or not record.pid or record.pid == os.getpid():
         return False  # never signal ourselves: a run not yet handed over has our pid
     os.kill(record.pid, signal.SIGTERM)
