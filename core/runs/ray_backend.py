@@ -17,12 +17,15 @@ log lines, status changes, checkpoint bytes) to the sink as it writes it, so the
 launching machine shows the run live. Calls from one caller to an actor run in the order they
 were made, so the record on the head is the remote one, row for row.
 
-A node that dies: Ray restarts the run's actor on another node and retries its `train` call
-(`max_restarts`, `max_task_retries`). The new attempt
+A node that dies: Ray reports the run's call failed (ActorDiedError, or ActorUnavailableError
+when the node's raylet is gone before Ray has declared the actor dead, which Ray's own
+`max_task_retries` does not retry), and the backend starts a new actor for the run, which
+Ray places on a live node (at most MAX_RETRIES times per run). The new attempt
 asks the sink for the last checkpoint the head holds and continues from it as the same run;
 restoring truncates the rows logged after that checkpoint on the head as it does locally, and
 rows still arriving from an older attempt are dropped (each call carries its attempt number),
-so every step and evaluation is in the record once. A stop (`python -m core stop`, the app)
+and an older attempt that is still alive is told to stop, so every step and evaluation is in
+the record once. A stop (`python -m core stop`, the app)
 leaves a request file in the run folder that the sink reports to the run at its next step.
 
 `ray` is imported here only, inside functions: `core` works without it.
@@ -30,6 +33,7 @@ leaves a request file in the run folder that the sink reports to the run at its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -37,6 +41,7 @@ import tempfile
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +123,10 @@ class RunSink:
         if (w := self._current(run_id, attempt)) is not None:
             w.log_text(text)
 
-    def should_stop(self, run_id: str) -> bool:
-        return (self.store.path(run_id) / REMOTE_STOP_FILE).exists()
+    def should_stop(self, run_id: str, attempt: int) -> bool:
+        """A stop was asked, or a newer attempt has taken the run over."""
+        return self.attempts.get(run_id) != attempt or \
+            (self.store.path(run_id) / REMOTE_STOP_FILE).exists()
 
     def end(self, run_id: str, attempt: int | None, fields: dict[str, Any]) -> None:
         """Record how the run ended (attempt None: Ray reports the run itself gone)."""
@@ -191,7 +198,7 @@ def train_remote(sink: Any, run_id: str) -> str:
             from core.engine.train import train  # torch loads on the worker only
 
             status = train(config, writer,
-                           should_stop=lambda: ray.get(sink.should_stop.remote(run_id)))
+                           should_stop=lambda: ray.get(sink.should_stop.remote(run_id, attempt)))
             fields: dict[str, Any] = {"status": status}
         except Exception as e:  # the record must say why it ended, whatever the cause
             writer.log_text(traceback.format_exc())
@@ -200,6 +207,15 @@ def train_remote(sink: Any, run_id: str) -> str:
         return status
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass
+class _Attempt:
+    sink: Any
+    run_id: str
+    cpus: int
+    tries: int = 0  # restarts so far
+    actor: Any = None
 
 
 class RayBackend:
@@ -224,12 +240,11 @@ class RayBackend:
             ray.init(address=self.address, **kwargs)
         self.run_options = run_options or {}
         self.sinks: dict[str, Any] = {}
-        # train call -> (sink, run id, its actor: held until the call ends, then let go)
-        self.pending: dict[Any, tuple[Any, str, Any]] = {}
+        # train call -> the run it trains; its actor is held until the call ends, then let go
+        self.pending: dict[Any, _Attempt] = {}
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
-        self._actor = ray.remote(max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)(
-            RemoteRun)
+        self._actor = ray.remote(RemoteRun)
 
     def cpus(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
@@ -257,19 +272,23 @@ class RayBackend:
         writer = RunStore(root_path).create(config)
         sink = self._sink(root_path)
         self.ray.get(sink.open.remote(writer.run_id))
-        actor = self._actor.options(num_cpus=max(1, config.threads),
-                                    **self.run_options).remote()
-        ref = actor.train.remote(sink, writer.run_id)
+        self._start(_Attempt(sink, writer.run_id, max(1, config.threads)))
         with self._lock:
-            self.pending[ref] = (sink, writer.run_id, actor)
             if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch, daemon=True)
                 self._watcher.start()
         return writer.run_id
 
+    def _start(self, attempt: _Attempt) -> None:
+        """A new actor for the run (Ray picks a live node with the CPUs) and its train call."""
+        attempt.actor = self._actor.options(num_cpus=attempt.cpus, **self.run_options).remote()
+        ref = attempt.actor.train.remote(attempt.sink, attempt.run_id)
+        with self._lock:
+            self.pending[ref] = attempt
+
     def _watch(self) -> None:
-        """Record a run as failed when Ray gives up on it (restarts spent, cancelled): the
-        run never got to record its end."""
+        """Start a run again when its actor died with it (a node lost: it continues from its
+        last checkpoint), and record it failed when that happened MAX_RETRIES times."""
         while True:
             with self._lock:
                 refs = list(self.pending)
@@ -279,13 +298,28 @@ class RayBackend:
             done, _ = self.ray.wait(refs, num_returns=1, timeout=0.5)
             for ref in done:
                 with self._lock:
-                    sink, run_id, _ = self.pending.pop(ref)  # dropping the actor ends it
+                    attempt = self.pending.pop(ref)
                 try:
                     self.ray.get(ref)
-                except Exception as e:  # RayTaskError, WorkerCrashedError, NodeDiedError...
-                    error = f"the run ended on Ray without finishing: {type(e).__name__}: {e}"
-                    self.ray.get(sink.end.remote(run_id, None, {"status": "failed",
-                                                                "error": error[:500]}))
+                    attempt.actor = None  # dropping the last handle ends the actor
+                except self.ray.exceptions.RayActorError as e:  # died, or unreachable
+                    self._retry_or_fail(attempt, e)
+                except Exception as e:  # cancelled, or a bug outside train's own handler
+                    self._fail(attempt, e)
+
+    def _retry_or_fail(self, attempt: _Attempt, error: Exception) -> None:
+        with contextlib.suppress(Exception):  # unreachable actors are ended where they are
+            self.ray.kill(attempt.actor, no_restart=True)
+        attempt.tries += 1
+        if attempt.tries > MAX_RETRIES:
+            self._fail(attempt, error)
+        else:
+            self._start(attempt)
+
+    def _fail(self, attempt: _Attempt, e: Exception) -> None:
+        error = f"the run ended on Ray without finishing: {type(e).__name__}: {e}"
+        self.ray.get(attempt.sink.end.remote(attempt.run_id, None,
+                                             {"status": "failed", "error": error[:500]}))
 
     def wait_recorded(self, timeout: float) -> bool:
         """Wait until every launched run has ended and been recorded; False on timeout."""
