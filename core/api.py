@@ -703,3 +703,128 @@ def detected_device(wait: float = 0.0) -> DeviceInfo:
         _device_thread.join(wait)
     return _device or DeviceInfo(False, pending=True)
 
+
+
+# --- sweeps ------------------------------------------------------------------------------
+# A sweep launched here runs as `python -m core sweep --plan FILE` in its own session (the
+# same orchestrator as the command line; closing the browser does not stop it). Its folder,
+# runs/sweeps/TAG/, holds plan.json at once and the outputs when it ends.
+SWEEP_PREFIX = "sweep-"
+
+
+def sweep_folder(tag: str, root: Path | str | None = None) -> Path:
+    return store(root).root / "sweeps" / tag
+
+
+def ray_status() -> tuple[bool, str | None]:
+    """(whether the ray package is installed, $RAY_ADDRESS); never imports ray."""
+    from core.runs.ray_backend import RAY_ADDRESS_ENV, ray_available
+
+    return ray_available(), os.environ.get(RAY_ADDRESS_ENV) or None
+
+
+def plan_sweep(items: list[str], seeds: list[int], preset: str | None,
+               fixed: dict[str, Any] | None = None) -> Any:
+    """The checked plan of a grid given as `FIELD=V1,V2` items (values read exactly as the
+    command line reads them); raises ConfigError with the one-line reason."""
+    from core.cli import parse_grid
+    from core.experiments.sweep import plan_sweep as make_plan
+
+    return make_plan(parse_grid(items), seeds, preset, fixed)
+
+
+def estimate_sweep(plan: Any, backend: str, runs: list[RunRecord] | None = None,
+                   root: Path | str | None = None) -> Estimate:
+    """Wall time of a sweep: waves of runs at once (this machine's queue cap, or one run per
+    core for a Ray started here) times one run's estimate."""
+    from core.runs.slots import max_runs
+
+    one = estimate(RunConfig.from_dict(plan.jobs[0].config), runs, root)
+    cores = os.cpu_count() or 1
+    together = min(len(plan.jobs), max_runs() if backend == "local" else cores)
+    waves = math.ceil(len(plan.jobs) / together)
+    # each run of a wave gets cores / together threads; a step scales roughly with that
+    slowdown = max(1.0, together / cores * max(1, cores // together))
+    return Estimate(waves * one.seconds * slowdown,
+                    f"{waves} wave{'s' * (waves > 1)} of up to {together} runs; {one.basis}")
+
+
+def launch_sweep(plan: Any, backend: str = "local", root: Path | str | None = None,
+                 user: str | None = None) -> str:
+    """Write the plan and start the sweep's own process; returns its tag."""
+    from core.experiments.sweep import default_tag
+    from core.paths import REPO_ROOT
+
+    if workshop_settings().enabled:
+        raise WorkshopError("sweeps are off in workshop mode: each person launches runs")
+    s = store(root)
+    tag = default_tag(plan)
+    folder = sweep_folder(tag, s.root)
+    folder.mkdir(parents=True, exist_ok=False)
+    plan_file = folder / "plan.json"
+    plan_file.write_text(json.dumps({"grid": plan.grid, "seeds": plan.seeds,
+                                     "base": plan.base, "backend": backend}, indent=1))
+    with open(folder / "log.txt", "a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core", "sweep", "--plan", str(plan_file), "--backend",
+             backend, "--tag", tag, "--out", str(folder), "--runs-dir", str(s.root), "--yes"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=REPO_ROOT)
+    threading.Thread(target=proc.wait, daemon=True).start()  # never left a zombie
+    return tag
+
+
+def sweep_tags(root: Path | str | None = None) -> list[str]:
+    """Sweeps in this store, newest first (each has a folder with plan.json)."""
+    folder = store(root).root / "sweeps"
+    if not folder.is_dir():
+        return []
+    return sorted((p.name for p in folder.iterdir() if (p / "plan.json").is_file()),
+                  reverse=True)
+
+
+@dataclass
+class SweepView:
+    tag: str
+    plan: dict[str, Any]  # grid, seeds, base, backend
+    summary: dict[str, Any]  # core.experiments.sweep.build_sweep_summary of the runs so far
+    cells: list[tuple[str, int, str, str]]  # (setting, seed, state, hover) for charts.run_grid
+    report: Path | None  # report.html once the sweep has ended
+    active: bool
+
+
+def sweep_view(tag: str, root: Path | str | None = None) -> SweepView:
+    """A sweep's state from its plan and the runs tagged with it: one cell per planned run
+    ('planned' until its run exists) and the summary of the finished ones so far."""
+    import itertools
+
+    from core.experiments.sweep import build_sweep_summary
+
+    s = store(root)
+    folder = sweep_folder(tag, s.root)
+    plan = json.loads((folder / "plan.json").read_text())
+    grid = plan["grid"]
+    records = {}
+    for r in list_runs(s.root):
+        if tag in r.tags:
+            key = (json.dumps({f: r.config.get(f) for f in grid}, sort_keys=True),
+                   r.config.get("seed"))
+            records[key] = r
+    runs, cells = [], []
+    for combo in itertools.product(*grid.values()):
+        params = dict(zip(grid, combo, strict=True))
+        name = ", ".join(f"{k}={v}" for k, v in params.items())
+        for seed in plan["seeds"]:
+            r = records.get((json.dumps(params, sort_keys=True), seed))
+            state = r.status if r else "planned"
+            evals = (load_run(r.id, s.root) or r).evals if r and state == "finished" else []
+            runs.append({"id": r.id if r else None, "seed": seed, "params": params,
+                         "status": state, "error": r.error if r else None, "evals": evals})
+            cells.append((name, seed, state, f"{name}, seed {seed}: {state}"
+                          + (f", step {r.step}/{r.total_steps}" if r else "")))
+    settings = {k: v for k, v in plan["base"].items() if k not in grid}
+    summary = build_sweep_summary(grid, plan["seeds"], runs, settings=settings, tag=tag,
+                                  backend=plan.get("backend", "local"), wall_seconds=0.0)
+    report = folder / "report.html"
+    active = any(c[2] in ("planned", *ACTIVE) for c in cells) and not report.exists()
+    return SweepView(tag, plan, summary, cells, report if report.exists() else None, active)

@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "all; the local queue or Ray's CPU accounting still caps training).")
     sweep.add_argument("--out", type=Path, default=None,
                        help="Output folder (default: runs/sweeps/TAG).")
+    sweep.add_argument("--plan", type=Path, default=None, help=argparse.SUPPRESS)  # the app's
     _backend_flags(sweep)
     _add_config_flags(sweep, skip=("seed",))
     _runs_dir_flag(sweep)
@@ -360,9 +361,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         return _fail(f"--workers must be >= 1, got {args.workers}")
     try:
-        grid = parse_grid(args.grid)
-        plan = plan_sweep(grid, seeds, args.preset, {k: v for k, v in fixed.items()
-                                                      if k not in grid})
+        if args.plan is not None:  # written by the app (core.api.launch_sweep)
+            saved = json.loads(args.plan.read_text())
+            plan = plan_sweep(saved["grid"], saved["seeds"], None, saved["base"])
+        else:
+            grid = parse_grid(args.grid)
+            plan = plan_sweep(grid, seeds, args.preset, {k: v for k, v in fixed.items()
+                                                          if k not in grid})
         if len(plan.jobs) > CONFIRM_ABOVE and not args.yes:
             return _fail(f"the grid makes {len(plan.jobs)} runs (more than "
                          f"{CONFIRM_ABOVE}): add --yes to run them all")

@@ -17,12 +17,12 @@ REFRESH_SECONDS = 2.0  # live views poll the run folder this often
 STATUS_COLORS = {"queued": "violet", "running": "blue", "finished": "green", "failed": "red",
                  "stopped": "gray", "damaged": "orange"}
 PAGES = {"home": "app.py", "launch": "pages/launch.py", "run": "pages/run.py",
-         "compare": "pages/compare.py", "runs": "pages/runs.py"}
+         "compare": "pages/compare.py", "runs": "pages/runs.py", "sweep": "pages/sweep.py"}
 
 
 NAV = (("home", "Home", ":material/home:"), ("launch", "Launch", ":material/rocket_launch:"),
        ("run", "Run", ":material/monitoring:"), ("compare", "Compare", ":material/compare_arrows:"),
-       ("runs", "Runs", ":material/folder_open:"))
+       ("sweep", "Sweep", ":material/grid_on:"), ("runs", "Runs", ":material/folder_open:"))
 
 
 def page_setup(title: str) -> None:

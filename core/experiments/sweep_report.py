@@ -6,75 +6,19 @@ from `core.experiments.report`.
 
 from __future__ import annotations
 
-import itertools
-import json
 from typing import Any
-
-import plotly.graph_objects as go
 
 from core import charts
 from core.experiments.report import CSS, _clock, _e, _Figures, _num, settings_table
 
-MAIN_METRICS = ("accuracy", "verbalized/ece", "verbalized/auroc", "answer_prob/ece")
+MAIN_METRICS = charts.SWEEP_METRICS
 CURVE_METRICS = ("accuracy", "verbalized/ece")
-
-
-def _label(summary: dict[str, Any], key: str) -> str:
-    return next((m["label"] for m in summary["metrics"] if m["key"] == key), key)
-
-
-def _is_log(values: list[Any]) -> bool:
-    """A numeric field spanning a factor of 10 or more (learning rates) reads best on log x."""
-    nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    return len(nums) == len(values) > 1 and min(nums) > 0 and max(nums) / min(nums) >= 10
-
-
-def _name(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k} = {v}" for k, v in params.items()) or "all runs"
-
-
-def effect_figure(summary: dict[str, Any], metric: str, field: str) -> go.Figure:
-    """`metric` at the end of training against `field`'s values: one line per combination of
-    the other swept fields, mean over seeds with a ± sd band."""
-    grid = summary["grid"]
-    others = [f for f in summary["fields"] if f != field]
-    series = []
-    for combo in itertools.product(*(grid[f] for f in others)):
-        fixed = dict(zip(others, combo, strict=True))
-        cells = [s for s in summary["by_setting"]
-                 if all(s["params"][f] == v for f, v in fixed.items())]
-        order = {json.dumps(v): i for i, v in enumerate(grid[field])}
-        cells.sort(key=lambda s: order[json.dumps(s["params"][field])])
-        x = [c["params"][field] for c in cells]
-        if not _is_log(grid[field]):
-            x = [str(v) for v in x]  # a categorical axis keeps the grid's order and values
-        color = charts.RECIPE_COLORS.get(str(fixed.get("recipe"))) if "recipe" in fixed \
-            else None
-        series.append(charts.MeanSd(_name(fixed), x, [c["end"][metric]["mean"] for c in cells],
-                                    [c["end"][metric]["sd"] for c in cells], color))
-    return charts.mean_sd_lines(series, f"{_label(summary, metric)} at the end vs {field}",
-                                x_title=field, y_range=(0, 1.02),
-                                log_x=_is_log(grid[field]))
-
-
-def curves_figure(summary: dict[str, Any], metric: str) -> go.Figure:
-    """`metric` over training steps, one line per setting, mean ± sd over seeds."""
-    series = []
-    for s in summary["by_setting"]:
-        c = s["curves"]
-        color = charts.RECIPE_COLORS.get(str(s["params"].get("recipe"))) \
-            if len(summary["fields"]) == 1 else None
-        series.append(charts.MeanSd(_name(s["params"]), c["step"],
-                                    [v["mean"] for v in c.get(metric, [])],
-                                    [v["sd"] for v in c.get(metric, [])], color))
-    return charts.mean_sd_lines(series, f"{_label(summary, metric)} over training",
-                                y_range=(0, 1.02))
 
 
 def settings_table_html(summary: dict[str, Any]) -> str:
     """One row per setting: n finished seeds and each main end metric, mean ± sd."""
     head = "".join(f"<th>{_e(f)}</th>" for f in summary["fields"]) + "<th>n</th>" + "".join(
-        f"<th>{_e(_label(summary, k))}</th>" for k in MAIN_METRICS)
+        f"<th>{_e(charts.metric_label(summary, k))}</th>" for k in MAIN_METRICS)
     rows = []
     for s in summary["by_setting"]:
         cells = "".join(f"<td>{_e(s['params'][f])}</td>" for f in summary["fields"])
@@ -116,11 +60,11 @@ def render_sweep_report(summary: dict[str, Any]) -> str:
         parts += ["<h2>End metrics against each swept field</h2><p>Mean over the finished "
                   "seeds of each setting, the band ± one sd (none with a single seed).</p>"
                   "<div class='grid'>",
-                  *(fig(effect_figure(summary, m, f)) for f in summary["fields"]
+                  *(fig(charts.sweep_effect(summary, m, f)) for f in summary["fields"]
                     for m in MAIN_METRICS), "</div>",
                   "<h2>Per setting, mean ± sd over seeds</h2>", settings_table_html(summary),
                   "<h2>Over training</h2><div class='grid'>",
-                  *(fig(curves_figure(summary, m)) for m in CURVE_METRICS), "</div>"]
+                  *(fig(charts.sweep_curves(summary, m)) for m in CURVE_METRICS), "</div>"]
     else:
         parts.append("<p>No run finished, so there is nothing to aggregate.</p>")
     parts += ["<h2>Shared settings</h2>", settings_table(summary["settings"]),

@@ -90,9 +90,12 @@ class RunSink:
         self.writers[run_id] = writer
         self.attempts[run_id] = 0
 
-    def begin(self, run_id: str, node: str) -> tuple[int, dict[str, Any], bytes | None]:
-        """A new attempt starts on `node`: its number, the config and the last checkpoint."""
+    def begin(self, run_id: str, node: str) -> tuple[int, dict[str, Any], bytes | None] | None:
+        """A new attempt starts on `node`: its number, the config and the last checkpoint;
+        None when the run has ended meanwhile (stopped while it waited for CPUs)."""
         writer = self.writers[run_id]
+        if writer.status.get("status") not in ACTIVE:
+            return None
         self.attempts[run_id] += 1
         path = writer.path / CHECKPOINT_FILE
         checkpoint = path.read_bytes() if path.exists() else None
@@ -137,6 +140,16 @@ class RunSink:
             return  # it recorded its own end
         w.update_status(**fields, ended_at=time.time())
         (w.path / REMOTE_STOP_FILE).unlink(missing_ok=True)
+
+    def stop_waiting(self, run_id: str) -> bool:
+        """A run still waiting for CPUs whose stop was asked: record it stopped now (its
+        actor, if Ray ever starts it, finds it ended). True if it was."""
+        w = self.writers[run_id]
+        if self.attempts[run_id] == 0 and w.status.get("status") == "queued" \
+                and self.should_stop(run_id, 0):
+            self.end(run_id, None, {"status": "stopped"})
+            return True
+        return False
 
     def flush(self) -> None:
         """Returns once every call made before it by the caller has been applied."""
@@ -185,7 +198,10 @@ def train_remote(sink: Any, run_id: str) -> str:
     from core.runs.failures import failure_message
 
     node = ray.get_runtime_context().get_node_id()
-    attempt, config_dict, checkpoint = ray.get(sink.begin.remote(run_id, node))
+    started = ray.get(sink.begin.remote(run_id, node))
+    if started is None:
+        return "stopped"
+    attempt, config_dict, checkpoint = started
     scratch = Path(tempfile.mkdtemp(prefix=f"calibration-lab-{run_id}-"))
     config = RunConfig.from_dict(config_dict)
     try:
@@ -214,6 +230,7 @@ class _Attempt:
     sink: Any
     run_id: str
     cpus: int
+    path: Path  # the run's folder, on this machine
     tries: int = 0  # restarts so far
     actor: Any = None
 
@@ -272,7 +289,7 @@ class RayBackend:
         writer = RunStore(root_path).create(config)
         sink = self._sink(root_path)
         self.ray.get(sink.open.remote(writer.run_id))
-        self._start(_Attempt(sink, writer.run_id, max(1, config.threads)))
+        self._start(_Attempt(sink, writer.run_id, max(1, config.threads), writer.path))
         with self._lock:
             if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch, daemon=True)
@@ -295,7 +312,8 @@ class RayBackend:
             if not refs:
                 time.sleep(0.2)
                 continue
-            done, _ = self.ray.wait(refs, num_returns=1, timeout=0.5)
+            done, waiting = self.ray.wait(refs, num_returns=1, timeout=0.5)
+            self._stop_waiting(waiting)
             for ref in done:
                 with self._lock:
                     attempt = self.pending.pop(ref)
@@ -306,6 +324,19 @@ class RayBackend:
                     self._retry_or_fail(attempt, e)
                 except Exception as e:  # cancelled, or a bug outside train's own handler
                     self._fail(attempt, e)
+
+    def _stop_waiting(self, refs: list[Any]) -> None:
+        """Runs stopped before Ray found them CPUs end at once, and their actors with them
+        (a run waiting in Ray's queue has no step at which to notice)."""
+        with self._lock:
+            waiting = [(ref, self.pending[ref]) for ref in refs if ref in self.pending]
+        for ref, attempt in waiting:
+            if attempt.tries == 0 and (attempt.path / REMOTE_STOP_FILE).exists() and \
+                    self.ray.get(attempt.sink.stop_waiting.remote(attempt.run_id)):
+                with self._lock:
+                    self.pending.pop(ref, None)
+                with contextlib.suppress(Exception):
+                    self.ray.kill(attempt.actor, no_restart=True)
 
     def _retry_or_fail(self, attempt: _Attempt, error: Exception) -> None:
         with contextlib.suppress(Exception):  # unreachable actors are ended where they are
