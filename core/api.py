@@ -828,3 +828,66 @@ def sweep_view(tag: str, root: Path | str | None = None) -> SweepView:
     report = folder / "report.html"
     active = any(c[2] in ("planned", *ACTIVE) for c in cells) and not report.exists()
     return SweepView(tag, plan, summary, cells, report if report.exists() else None, active)
+
+
+# --- seeds of the same settings (Compare) ------------------------------------------------
+NOT_SETTINGS = ("seed", "threads", "task_hash")  # differ between seeds of one setting
+
+
+@dataclass
+class SeedGroup:
+    name: str  # the settings that tell it from the other groups, e.g. "lr=0.001, recipe=rlcr"
+    ids: list[str]
+    recipe: str | None
+
+
+def seed_groups(records: list[RunRecord]) -> list[SeedGroup]:
+    """The runs grouped by their settings apart from the seed (and thread count), in order
+    of first appearance; each group named by the settings that differ between groups."""
+    by_key: dict[str, list[RunRecord]] = {}
+    for r in records:
+        key = json.dumps({k: v for k, v in r.config.items() if k not in NOT_SETTINGS},
+                         sort_keys=True)
+        by_key.setdefault(key, []).append(r)
+    configs = [json.loads(k) for k in by_key]
+    fields = sorted({f for c in configs for f in c})
+    differing = [f for f in fields if len({json.dumps(c.get(f)) for c in configs}) > 1]
+    return [SeedGroup(", ".join(f"{f}={c.get(f)}" for f in differing)
+                      or str(c.get("recipe", "runs")), [r.id for r in rs], c.get("recipe"))
+            for c, rs in zip(configs, by_key.values(), strict=True)]
+
+
+def seed_band(records: list[RunRecord], source: str, key: str
+              ) -> tuple[list[int], list[float | None], list[float | None]]:
+    """(steps, mean, sd) of one metric over the runs (seeds) at each step any of them has;
+    `source` is "eval" or "train", `key` a flat or `a/b` key as in the metric catalogue."""
+    from core import charts
+    from core.experiments.aggregation import mean_sd
+
+    per_run = [dict(zip(*charts.column(r.evals if source == "eval" else r.train, key),
+                        strict=True)) for r in records]
+    steps = sorted({s for values in per_run for s in values})
+    stats = [mean_sd([values.get(s) for values in per_run]) for s in steps]
+    return steps, [m["mean"] for m in stats], [m["sd"] for m in stats]
+
+
+def seed_table(rows: list[dict[str, Any]], groups: list[SeedGroup]) -> dict[str, dict[str, str]]:
+    """Compare's start -> end rows (one per run and metric) as group -> metric -> cell
+    `start mean ± sd → end mean ± sd (n)`, over each group's runs."""
+    from core.experiments.aggregation import mean_sd
+
+    def cell(values: list[Any]) -> str:
+        m = mean_sd([v if isinstance(v, int | float) and not isinstance(v, bool) else None
+                     for v in values])
+        if m["mean"] is None:
+            return "—"
+        return f"{m['mean']:.3f}" + (f" ± {m['sd']:.3f}" if m["sd"] is not None else "")
+
+    table: dict[str, dict[str, str]] = {}
+    for g in groups:
+        mine = [r for r in rows if r["run"] in g.ids]
+        for metric in dict.fromkeys(r["metric"] for r in mine):
+            of = [r for r in mine if r["metric"] == metric]
+            table.setdefault(f"{g.name} (n = {len(g.ids)})", {})[metric] = (
+                f"{cell([r['start'] for r in of])} → {cell([r['end'] for r in of])}")
+    return table
