@@ -261,6 +261,7 @@ class RayBackend:
         self.pending: dict[Any, _Attempt] = {}
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+        self._closed = threading.Event()
         self._actor = ray.remote(RemoteRun)
 
     def cpus(self) -> int:
@@ -306,7 +307,7 @@ class RayBackend:
     def _watch(self) -> None:
         """Start a run again when its actor died with it (a node lost: it continues from its
         last checkpoint), and record it failed when that happened MAX_RETRIES times."""
-        while True:
+        while not self._closed.is_set():
             with self._lock:
                 refs = list(self.pending)
             if not refs:
@@ -363,7 +364,11 @@ class RayBackend:
         return False
 
     def close(self) -> None:
-        """Shut down the Ray this backend started (a cluster it joined keeps running)."""
+        """Stop watching the runs and shut down the Ray this backend started (a cluster it
+        joined keeps running)."""
+        self._closed.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5.0)  # it wakes at least every half second
         if self.started_here and self.ray.is_initialized():
             self.ray.shutdown()
 
