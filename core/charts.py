@@ -212,7 +212,7 @@ def mean_sd_lines(series: Sequence[MeanSd], title: str, x_title: str = "step",
             fig.add_trace(go.Scatter(
                 x=[p[0] for p in band] + [p[0] for p in reversed(band)],
                 y=[p[1] + p[2] for p in band] + [p[1] - p[2] for p in reversed(band)],
-                fill="toself", fillcolor=_rgba(color, 0.18), line={"width": 0},
+                fill="toself", fillcolor=_rgba(color, 0.18), line={"width": 0}, mode="lines",
                 hoverinfo="skip", showlegend=False, legendgroup=s.name))
         fig.add_trace(go.Scatter(
             x=xs, y=[p[1] for p in pts], name=s.name, mode="lines+markers",
