@@ -71,3 +71,18 @@ def test_a_run_stopped_while_it_waits_for_cpus_ends_at_once(tmp_path: Path) -> N
     assert sink.stop_waiting(run_id)
     assert store.load(run_id, metrics=False).status == "stopped"
     assert sink.begin(run_id, "node-a") is None  # Ray starting it later finds it ended
+
+
+def test_a_failed_remote_run_continues_here_from_the_checkpoint_it_shipped(
+        tmp_path: Path) -> None:
+    from core.runs.runner import reopen
+
+    sink, store, run_id = _run(tmp_path)
+    attempt, _, _ = sink.begin(run_id, "node-a")
+    sink.status(run_id, attempt, {"checkpoint_step": 2, "step": 3}, checkpoint=b"weights@2")
+    sink.end(run_id, None, {"status": "failed", "error": "node lost"})
+    writer, _ = reopen(run_id, tmp_path)
+    record = store.load(run_id, metrics=False)
+    assert record.backend is None and record.status == "queued"  # a local run from now on
+    assert (writer.path / "checkpoint.pt").read_bytes() == b"weights@2"
+    assert store.queue() == [run_id]

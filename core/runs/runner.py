@@ -216,7 +216,7 @@ def reopen(run_id: str, runs_dir: Path | str | None = None) -> tuple[RunWriter, 
         writer = RunWriter(path)
         writer.update_status(status="queued", error=None, pid=os.getpid(),
                              pid_start=process_start(os.getpid()), queued_at=time.time(),
-                             ended_at=None, stop=None,
+                             ended_at=None, stop=None, backend=None,  # here, now
                              resumes=int(writer.status.get("resumes", 0)) + 1)
     return writer, config
 
