@@ -3,12 +3,14 @@
 Ray Core, not Ray Tune: a sweep here is a fixed grid whose every run must be an ordinary run
 in the lab's store (same folder, same rows, same resume guarantee); Tune's search algorithms
 and schedulers (early stopping of trials) would replace the lab's records with Tune's own
-trial folders and results, and a grid needs neither. Each run is one Ray actor holding the
-CPUs its `threads` setting asks for (at least 1) for its whole life; Ray's resource
-accounting, not the head's slot queue, decides where and when it trains. An actor, not a
-task: a task that blocks on `ray.get` (the run asks the sink for its checkpoint and whether
-to stop) lends its CPU out meanwhile, and Ray then starts more runs than there are CPUs; an
-actor keeps its CPUs.
+trial folders and results, and a grid needs neither. Each run is one Ray task holding the
+CPUs its `threads` setting asks for (at least 1); Ray's resource accounting, not the head's
+slot queue, decides where and when it trains. A task, not an actor: Ray reuses a finished
+task's worker process for the next run (Python, torch and the project already imported),
+while every actor is a fresh process. The task's calls that wait on the sink (its checkpoint,
+whether to stop) wait in a helper thread: a task blocked in `ray.get` on its main thread
+lends its CPU out meanwhile, and Ray then starts more runs than there are CPUs (measured: 4
+at once on 2 CPUs; from a helper thread, 2).
 
 No shared filesystem is assumed. On the launching machine one `RunSink` actor (pinned to
 that node) is the writer of the sweep's run folders: a remote run trains into a scratch
@@ -17,16 +19,14 @@ log lines, status changes, checkpoint bytes) to the sink as it writes it, so the
 launching machine shows the run live. Calls from one caller to an actor run in the order they
 were made, so the record on the head is the remote one, row for row.
 
-A node that dies: Ray reports the run's call failed (ActorDiedError, or ActorUnavailableError
-when the node's raylet is gone before Ray has declared the actor dead, which Ray's own
-`max_task_retries` does not retry), and the backend starts a new actor for the run, which
-Ray places on a live node (at most MAX_RETRIES times per run). The new attempt
-asks the sink for the last checkpoint the head holds and continues from it as the same run;
-restoring truncates the rows logged after that checkpoint on the head as it does locally, and
-rows still arriving from an older attempt are dropped (each call carries its attempt number),
-and an older attempt that is still alive is told to stop, so every step and evaluation is in
-the record once. A stop (`python -m core stop`, the app)
-leaves a request file in the run folder that the sink reports to the run at its next step.
+A node that dies: Ray runs the task again on a live node (`max_retries`, for system failures
+only; the run's own errors are recorded by the run). The new attempt asks the sink for the
+last checkpoint the head holds and continues from it as the same run; restoring truncates the
+rows logged after that checkpoint on the head as it does locally, and rows still arriving from
+an older attempt are dropped (each call carries its attempt number) and an older attempt still
+alive is told to stop, so every step and evaluation is in the record once. A stop (`python -m
+core stop`, the app) leaves a request file in the run folder that the sink reports to the run
+at its next step; a run still waiting for CPUs is cancelled at once.
 
 `ray` is imported here only, inside functions: `core` works without it.
 """
@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,7 @@ class RunSink:
 
     def stop_waiting(self, run_id: str) -> bool:
         """A run still waiting for CPUs whose stop was asked: record it stopped now (its
-        actor, if Ray ever starts it, finds it ended). True if it was."""
+        task, if Ray ever starts it, finds it ended). True if it was."""
         w = self.writers[run_id]
         if self.attempts[run_id] == 0 and w.status.get("status") == "queued" \
                 and self.should_stop(run_id, 0):
@@ -183,11 +184,13 @@ class RemoteWriter(RunWriter):
         self.sink.log_text.remote(self.remote_id, self.attempt, text)
 
 
-class RemoteRun:
-    """One run on whichever node Ray placed it (a Ray actor; see the module's docstring)."""
+def _wait_for(ref: Any) -> Any:
+    """ray.get from a helper thread, so the task keeps its CPUs while it waits (see the
+    module's docstring)."""
+    import ray
 
-    def train(self, sink: Any, run_id: str) -> str:
-        return train_remote(sink, run_id)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(ray.get, ref).result()
 
 
 def train_remote(sink: Any, run_id: str) -> str:
@@ -198,7 +201,7 @@ def train_remote(sink: Any, run_id: str) -> str:
     from core.runs.failures import failure_message
 
     node = ray.get_runtime_context().get_node_id()
-    started = ray.get(sink.begin.remote(run_id, node))
+    started = _wait_for(sink.begin.remote(run_id, node))
     if started is None:
         return "stopped"
     attempt, config_dict, checkpoint = started
@@ -214,32 +217,29 @@ def train_remote(sink: Any, run_id: str) -> str:
             from core.engine.train import train  # torch loads on the worker only
 
             status = train(config, writer,
-                           should_stop=lambda: ray.get(sink.should_stop.remote(run_id, attempt)))
+                           should_stop=lambda: _wait_for(sink.should_stop.remote(run_id, attempt)))
             fields: dict[str, Any] = {"status": status}
         except Exception as e:  # the record must say why it ended, whatever the cause
             writer.log_text(traceback.format_exc())
             status, fields = "failed", {"status": "failed", "error": failure_message(e, config)}
-        ray.get(sink.end.remote(run_id, attempt, fields))  # after every row sent before it
+        _wait_for(sink.end.remote(run_id, attempt, fields))  # after every row sent before it
         return status
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 @dataclass
-class _Attempt:
+class _Launched:
     sink: Any
     run_id: str
-    cpus: int
     path: Path  # the run's folder, on this machine
-    tries: int = 0  # restarts so far
-    actor: Any = None
 
 
 class RayBackend:
-    """Launches runs as Ray actors from this process (the driver). `address`: a running
+    """Launches runs as Ray tasks from this process (the driver). `address`: a running
     cluster (default $RAY_ADDRESS); None and no $RAY_ADDRESS: a local Ray started here, with
-    this machine's CPUs, and shut down by `close`. `run_options` go to every run
-    (e.g. a scheduling strategy) when its actor is made."""
+    this machine's CPUs, and shut down by `close`. `run_options` go to every run's task
+    (e.g. a scheduling strategy)."""
 
     def __init__(self, address: str | None = None,
                  run_options: dict[str, Any] | None = None) -> None:
@@ -257,12 +257,11 @@ class RayBackend:
             ray.init(address=self.address, **kwargs)
         self.run_options = run_options or {}
         self.sinks: dict[str, Any] = {}
-        # train call -> the run it trains; its actor is held until the call ends, then let go
-        self.pending: dict[Any, _Attempt] = {}
+        self.pending: dict[Any, _Launched] = {}  # a run's task -> the run
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
         self._closed = threading.Event()
-        self._actor = ray.remote(RemoteRun)
+        self._task = ray.remote(max_retries=MAX_RETRIES)(train_remote)
 
     def cpus(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
@@ -280,8 +279,8 @@ class RayBackend:
         return self.sinks[key]
 
     def launch(self, config: RunConfig, root: Path | str | None = None) -> str:
-        """Check, create the run folder here (queued), hand it to the sink and start its
-        actor; the run holds max(1, threads) CPUs of the cluster."""
+        """Check, create the run folder here (queued), hand it to the sink and submit its
+        task; the run holds max(1, threads) CPUs of the cluster."""
         from core.runs.runner import preflight
 
         preflight(config)
@@ -290,23 +289,18 @@ class RayBackend:
         writer = RunStore(root_path).create(config)
         sink = self._sink(root_path)
         self.ray.get(sink.open.remote(writer.run_id))
-        self._start(_Attempt(sink, writer.run_id, max(1, config.threads), writer.path))
+        ref = self._task.options(num_cpus=max(1, config.threads), **self.run_options) \
+            .remote(sink, writer.run_id)
         with self._lock:
+            self.pending[ref] = _Launched(sink, writer.run_id, writer.path)
             if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch, daemon=True)
                 self._watcher.start()
         return writer.run_id
 
-    def _start(self, attempt: _Attempt) -> None:
-        """A new actor for the run (Ray picks a live node with the CPUs) and its train call."""
-        attempt.actor = self._actor.options(num_cpus=attempt.cpus, **self.run_options).remote()
-        ref = attempt.actor.train.remote(attempt.sink, attempt.run_id)
-        with self._lock:
-            self.pending[ref] = attempt
-
     def _watch(self) -> None:
-        """Start a run again when its actor died with it (a node lost: it continues from its
-        last checkpoint), and record it failed when that happened MAX_RETRIES times."""
+        """Record a run failed when Ray gives up on its task (its retries spent: the run never
+        recorded its end), and end runs stopped while they wait for CPUs."""
         while not self._closed.is_set():
             with self._lock:
                 refs = list(self.pending)
@@ -317,41 +311,29 @@ class RayBackend:
             self._stop_waiting(waiting)
             for ref in done:
                 with self._lock:
-                    attempt = self.pending.pop(ref)
+                    run = self.pending.pop(ref)
                 try:
                     self.ray.get(ref)
-                    attempt.actor = None  # dropping the last handle ends the actor
-                except self.ray.exceptions.RayActorError as e:  # died, or unreachable
-                    self._retry_or_fail(attempt, e)
-                except Exception as e:  # cancelled, or a bug outside train's own handler
-                    self._fail(attempt, e)
+                except Exception as e:  # WorkerCrashedError, NodeDiedError, cancelled...
+                    self._fail(run, e)
 
     def _stop_waiting(self, refs: list[Any]) -> None:
-        """Runs stopped before Ray found them CPUs end at once, and their actors with them
-        (a run waiting in Ray's queue has no step at which to notice)."""
+        """A run stopped before Ray found it CPUs is recorded stopped and its task cancelled
+        (waiting in Ray's queue, it has no step at which to notice)."""
         with self._lock:
             waiting = [(ref, self.pending[ref]) for ref in refs if ref in self.pending]
-        for ref, attempt in waiting:
-            if attempt.tries == 0 and (attempt.path / REMOTE_STOP_FILE).exists() and \
-                    self.ray.get(attempt.sink.stop_waiting.remote(attempt.run_id)):
+        for ref, run in waiting:
+            if (run.path / REMOTE_STOP_FILE).exists() and \
+                    self.ray.get(run.sink.stop_waiting.remote(run.run_id)):
                 with self._lock:
                     self.pending.pop(ref, None)
                 with contextlib.suppress(Exception):
-                    self.ray.kill(attempt.actor, no_restart=True)
+                    self.ray.cancel(ref)
 
-    def _retry_or_fail(self, attempt: _Attempt, error: Exception) -> None:
-        with contextlib.suppress(Exception):  # unreachable actors are ended where they are
-            self.ray.kill(attempt.actor, no_restart=True)
-        attempt.tries += 1
-        if attempt.tries > MAX_RETRIES:
-            self._fail(attempt, error)
-        else:
-            self._start(attempt)
-
-    def _fail(self, attempt: _Attempt, e: Exception) -> None:
+    def _fail(self, run: _Launched, e: Exception) -> None:
         error = f"the run ended on Ray without finishing: {type(e).__name__}: {e}"
-        self.ray.get(attempt.sink.end.remote(attempt.run_id, None,
-                                             {"status": "failed", "error": error[:500]}))
+        self.ray.get(run.sink.end.remote(run.run_id, None,
+                                         {"status": "failed", "error": error[:500]}))
 
     def wait_recorded(self, timeout: float) -> bool:
         """Wait until every launched run has ended and been recorded; False on timeout."""
