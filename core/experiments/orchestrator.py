@@ -286,6 +286,7 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
             preflight(cfg)
             cfg = pin_task(cfg, store.root)  # a task file is copied beside the runs
             jobs.append(Job(len(jobs), recipe, seed, cfg.to_dict()))
+    where = open_backend(backend, ray_address)  # a missing ray fails before any folder
     out = Path(out) if out is not None else default_out(name, task, store.root)
     out.mkdir(parents=True, exist_ok=True)
     label = f"{name} {task}"
@@ -293,7 +294,6 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
                  f"{', '.join(map(str, seeds))}), up to {together} training at once x "
                  f"{base['threads']} threads (queue cap {max_runs()}), {base['steps']} steps "
                  f"each; runs in {store.root}, report in {out}\n")
-    where = open_backend(backend, ray_address)
     t0 = time.monotonic()
     try:
         outcomes, interrupted = run_jobs(jobs, store, workers, label, stream,
