@@ -264,10 +264,12 @@ def sweep_effect(summary: dict[str, Any], metric: str, field: str) -> go.Figure:
         color = RECIPE_COLORS.get(str(fixed.get("recipe"))) if "recipe" in fixed \
             else None
         series.append(MeanSd(_name(fixed), x, [c["end"][metric]["mean"] for c in cells],
-                                    [c["end"][metric]["sd"] for c in cells], color))
-    return mean_sd_lines(series, f"{metric_label(summary, metric)} at the end vs {field}",
-                                x_title=field, y_range=(0, 1.02),
-                                log_x=_is_log(grid[field]))
+                             [c["end"][metric]["sd"] for c in cells], color))
+    fig = mean_sd_lines(series, f"{metric_label(summary, metric)} at the end vs {field}",
+                        x_title=field, y_range=(0, 1.02), log_x=_is_log(grid[field]))
+    if not _is_log(grid[field]):  # "0.001" alone would otherwise be read as a number
+        fig.update_xaxes(type="category")
+    return fig
 
 
 def sweep_curves(summary: dict[str, Any], metric: str) -> go.Figure:
@@ -278,10 +280,10 @@ def sweep_curves(summary: dict[str, Any], metric: str) -> go.Figure:
         color = RECIPE_COLORS.get(str(s["params"].get("recipe"))) \
             if len(summary["fields"]) == 1 else None
         series.append(MeanSd(_name(s["params"]), c["step"],
-                                    [v["mean"] for v in c.get(metric, [])],
-                                    [v["sd"] for v in c.get(metric, [])], color))
+                             [v["mean"] for v in c.get(metric, [])],
+                             [v["sd"] for v in c.get(metric, [])], color))
     return mean_sd_lines(series, f"{metric_label(summary, metric)} over training",
-                                y_range=(0, 1.02))
+                         y_range=(0, 1.02))
 
 
 def run_grid(cells: Sequence[tuple[str, int, str, str]], title: str = "Runs") -> go.Figure:
