@@ -11,10 +11,13 @@ again. What is not the door lives next to what it describes: the queue's state i
 from __future__ import annotations
 
 import io
+import json
 import math
+import os
 import threading
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -520,3 +523,188 @@ def detected_device(wait: float = 0.0) -> DeviceInfo:
     """What `auto` will pick; DeviceInfo(known=False) until the background probe answers
     (`wait` seconds to block for it). The probe runs once, in a subprocess (core.device)."""
     return probe_device(wait)
+
+
+# --- sweeps ------------------------------------------------------------------------------
+# A sweep launched here runs as `python -m core sweep --plan FILE` in its own session (the
+# same orchestrator as the command line; closing the browser does not stop it). Its folder,
+# runs/sweeps/TAG/, holds plan.json at once and the outputs when it ends.
+SWEEP_PREFIX = "sweep-"
+
+
+def sweep_folder(tag: str, root: Path | str | None = None) -> Path:
+    return store(root).root / "sweeps" / tag
+
+
+def ray_status() -> tuple[bool, str | None]:
+    """(whether the ray package is installed, $RAY_ADDRESS); never imports ray."""
+    from core.runs.ray_backend import RAY_ADDRESS_ENV, ray_available
+
+    return ray_available(), os.environ.get(RAY_ADDRESS_ENV) or None
+
+
+def plan_sweep(items: list[str], seeds: list[int], preset: str | None,
+               fixed: dict[str, Any] | None = None) -> Any:
+    """The checked plan of a grid given as `FIELD=V1,V2` items (values read exactly as the
+    command line reads them); raises ConfigError with the one-line reason."""
+    from core.cli import parse_grid
+    from core.experiments.sweep import plan_sweep as make_plan
+
+    return make_plan(parse_grid(items), seeds, preset, fixed)
+
+
+def estimate_sweep(plan: Any, backend: str, runs: list[RunRecord] | None = None,
+                   root: Path | str | None = None) -> estimates.Estimate:
+    """Wall time of a sweep: waves of runs at once (this machine's queue cap, or one run per
+    core for a Ray started here) times one run's estimate."""
+    from core.runs.slots import max_runs
+
+    one = estimate(RunConfig.from_dict(plan.jobs[0].config), runs, root)
+    cores = os.cpu_count() or 1
+    together = min(len(plan.jobs), max_runs() if backend == "local" else cores)
+    waves = math.ceil(len(plan.jobs) / together)
+    # each run of a wave gets cores / together threads; a step scales roughly with that
+    slowdown = max(1.0, together / cores * max(1, cores // together))
+    scale = waves * slowdown
+    return estimates.Estimate(one.seconds * scale, one.low * scale, one.high * scale,
+                    f"{waves} wave{'s' * (waves > 1)} of up to {together} runs; {one.basis}")
+
+
+def launch_sweep(plan: Any, backend: str = "local", root: Path | str | None = None,
+                 user: str | None = None) -> str:
+    """Write the plan and start the sweep's own process; returns its tag."""
+    from core.experiments.sweep import default_tag
+
+    if workshop_settings().enabled:
+        raise WorkshopError("sweeps are off in workshop mode: each person launches runs")
+    s = store(root)
+    tag = default_tag(plan)
+    folder = sweep_folder(tag, s.root)
+    folder.mkdir(parents=True, exist_ok=False)
+    plan_file = folder / "plan.json"
+    plan_file.write_text(json.dumps({"grid": plan.grid, "seeds": plan.seeds,
+                                     "base": plan.base, "backend": backend}, indent=1))
+    from core.runs.runner import start_command
+
+    start_command(["sweep", "--plan", str(plan_file), "--backend", backend, "--tag", tag,
+                   "--out", str(folder), "--runs-dir", str(s.root), "--yes"], folder / "log.txt")
+    return tag
+
+
+def sweep_tags(root: Path | str | None = None) -> list[str]:
+    """Sweeps in this store, newest first (each has a folder with plan.json)."""
+    folder = store(root).root / "sweeps"
+    if not folder.is_dir():
+        return []
+    return sorted((p.name for p in folder.iterdir() if (p / "plan.json").is_file()),
+                  reverse=True)
+
+
+@dataclass
+class SweepView:
+    tag: str
+    plan: dict[str, Any]  # grid, seeds, base, backend
+    summary: dict[str, Any]  # core.experiments.sweep.build_sweep_summary of the runs so far
+    cells: list[tuple[str, int, str, str]]  # (setting, seed, state, hover) for charts.run_grid
+    report: Path | None  # report.html once the sweep has ended
+    active: bool
+
+
+def sweep_view(tag: str, root: Path | str | None = None) -> SweepView:
+    """A sweep's state from its plan and the runs tagged with it: one cell per planned run
+    ('planned' until its run exists) and the summary of the finished ones so far."""
+    import itertools
+
+    from core.experiments.sweep import build_sweep_summary
+
+    s = store(root)
+    folder = sweep_folder(tag, s.root)
+    plan = json.loads((folder / "plan.json").read_text())
+    grid = plan["grid"]
+    records = {}
+    for r in list_runs(s.root):
+        if tag in r.tags:
+            key = (json.dumps({f: r.config.get(f) for f in grid}, sort_keys=True),
+                   r.config.get("seed"))
+            records[key] = r
+    runs, cells = [], []
+    for combo in itertools.product(*grid.values()):
+        params = dict(zip(grid, combo, strict=True))
+        name = ", ".join(f"{k}={v}" for k, v in params.items())
+        for seed in plan["seeds"]:
+            r = records.get((json.dumps(params, sort_keys=True), seed))
+            state = r.status if r else "planned"
+            evals = (load_run(r.id, s.root) or r).evals if r and state == "finished" else []
+            runs.append({"id": r.id if r else None, "seed": seed, "params": params,
+                         "status": state, "error": r.error if r else None, "evals": evals})
+            cells.append((name, seed, state, f"{name}, seed {seed}: {state}"
+                          + (f", step {r.step}/{r.total_steps}" if r else "")))
+    settings = {k: v for k, v in plan["base"].items() if k not in grid}
+    summary = build_sweep_summary(grid, plan["seeds"], runs, settings=settings, tag=tag,
+                                  backend=plan.get("backend", "local"), wall_seconds=0.0)
+    report = folder / "report.html"
+    active = any(c[2] in ("planned", *ACTIVE) for c in cells) and not report.exists()
+    return SweepView(tag, plan, summary, cells, report if report.exists() else None, active)
+
+
+# --- seeds of the same settings (Compare) ------------------------------------------------
+NOT_SETTINGS = ("seed", "threads", "task_hash")  # differ between seeds of one setting
+
+
+@dataclass
+class SeedGroup:
+    name: str  # the settings that tell it from the other groups, e.g. "lr=0.001, recipe=rlcr"
+    ids: list[str]
+    recipe: str | None
+
+
+def seed_groups(records: list[RunRecord]) -> list[SeedGroup]:
+    """The runs grouped by their settings apart from the seed (and thread count), in order
+    of first appearance; each group named by the settings that differ between groups."""
+    by_key: dict[str, list[RunRecord]] = {}
+    for r in records:
+        key = json.dumps({k: v for k, v in r.config.items() if k not in NOT_SETTINGS},
+                         sort_keys=True)
+        by_key.setdefault(key, []).append(r)
+    configs = [json.loads(k) for k in by_key]
+    fields = sorted({f for c in configs for f in c})
+    differing = [f for f in fields if len({json.dumps(c.get(f)) for c in configs}) > 1]
+    return [SeedGroup(", ".join(f"{f}={c.get(f)}" for f in differing)
+                      or str(c.get("recipe", "runs")), [r.id for r in rs], c.get("recipe"))
+            for c, rs in zip(configs, by_key.values(), strict=True)]
+
+
+def seed_band(records: list[RunRecord], source: str, key: str
+              ) -> tuple[list[int], list[float | None], list[float | None]]:
+    """(steps, mean, sd) of one metric over the runs (seeds) at each step any of them has;
+    `source` is "eval" or "train", `key` a flat or `a/b` key as in the metric catalogue."""
+    from core import charts
+    from core.experiments.aggregation import mean_sd
+
+    per_run = [dict(zip(*charts.column(r.evals if source == "eval" else r.train, key),
+                        strict=True)) for r in records]
+    steps = sorted({s for values in per_run for s in values})
+    stats = [mean_sd([values.get(s) for values in per_run]) for s in steps]
+    return steps, [m["mean"] for m in stats], [m["sd"] for m in stats]
+
+
+def seed_table(rows: list[dict[str, Any]], groups: list[SeedGroup]) -> dict[str, dict[str, str]]:
+    """Compare's start -> end rows (one per run and metric) as group -> metric -> cell
+    `start mean ± sd → end mean ± sd (n)`, over each group's runs."""
+    from core.experiments.aggregation import mean_sd
+
+    def cell(values: list[Any]) -> str:
+        m = mean_sd([v if isinstance(v, int | float) and not isinstance(v, bool) else None
+                     for v in values])
+        if m["mean"] is None:
+            return "—"
+        return f"{m['mean']:.3f}" + (f" ± {m['sd']:.3f}" if m["sd"] is not None else "")
+
+    table: dict[str, dict[str, str]] = {}
+    for g in groups:
+        mine = [r for r in rows if r["run"] in g.ids]
+        for metric in dict.fromkeys(r["metric"] for r in mine):
+            of = [r for r in mine if r["metric"] == metric]
+            table.setdefault(f"{g.name} (n = {len(g.ids)})", {})[metric] = (
+                f"{cell([r['start'] for r in of])} → {cell([r['end'] for r in of])}")
+    return table

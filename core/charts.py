@@ -7,6 +7,8 @@ Missing values (None) are skipped, never plotted as zero.
 
 from __future__ import annotations
 
+import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -220,4 +222,126 @@ def reward_and_accuracy(steps: Sequence[Any], reward: Sequence[Any], accuracy: S
     fig = _layout(fig, title, "step", "reward")
     fig.update_layout(yaxis2={"title": {"text": "accuracy"}, "overlaying": "y",
                               "side": "right", "range": [0, 1.02]})
+
+
+@dataclass(frozen=True)
+class MeanSd:
+    """A series of means with their sd over seeds (sd None: a single seed, no band)."""
+    name: str
+    x: Sequence[Any]
+    mean: Sequence[float | None]
+    sd: Sequence[float | None]
+    color: str | None = None
+
+
+def _rgba(color: str, alpha: float) -> str:
+    c = color.lstrip("#")
+    return f"rgba({int(c[0:2], 16)},{int(c[2:4], 16)},{int(c[4:6], 16)},{alpha})"
+
+
+def mean_sd_lines(series: Sequence[MeanSd], title: str, x_title: str = "step",
+                  y_title: str = "", y_range: Sequence[float] | None = None,
+                  log_x: bool = False) -> go.Figure:
+    """Means over seeds as lines, with a shaded mean ± sd band where there is an sd: a
+    sweep's end metric against a swept value, or a setting's curve over steps."""
+    fig = go.Figure()
+    for i, s in enumerate(series):
+        color = s.color or PALETTE[i % len(PALETTE)]
+        pts = [(x, m, sd) for x, m, sd in zip(s.x, s.mean, s.sd, strict=False)
+               if x is not None and isinstance(m, int | float)]
+        xs = [p[0] for p in pts]
+        band = [(x, m, sd) for x, m, sd in pts if isinstance(sd, int | float)]
+        if band:
+            fig.add_trace(go.Scatter(
+                x=[p[0] for p in band] + [p[0] for p in reversed(band)],
+                y=[p[1] + p[2] for p in band] + [p[1] - p[2] for p in reversed(band)],
+                fill="toself", fillcolor=_rgba(color, 0.18), line={"width": 0}, mode="lines",
+                hoverinfo="skip", showlegend=False, legendgroup=s.name))
+        fig.add_trace(go.Scatter(
+            x=xs, y=[p[1] for p in pts], name=s.name, mode="lines+markers",
+            line={"color": color}, marker={"size": 7}, legendgroup=s.name,
+            customdata=[p[2] if p[2] is not None else float("nan") for p in pts],
+            hovertemplate="%{x}: %{y:.3f} ± %{customdata:.3f}<extra>" + s.name + "</extra>"))
+    fig = _layout(fig, title, x_title, y_title, y_range)
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+# --- sweeps: figures from a sweep summary (core.experiments.sweep.build_sweep_summary) -----
+SWEEP_METRICS = ("accuracy", "verbalized/ece", "verbalized/auroc", "answer_prob/ece")
+STATE_COLORS = {"planned": "#dddddd", "queued": "#9467bd", "running": "#1f77b4",
+                "finished": "#2ca02c", "failed": "#d62728", "stopped": "#7f7f7f",
+                "damaged": "#ff7f0e"}
+
+
+def metric_label(summary: dict[str, Any], key: str) -> str:
+    return next((m["label"] for m in summary["metrics"] if m["key"] == key), key)
+
+
+def _is_log(values: list[Any]) -> bool:
+    """A numeric field spanning a factor of 10 or more (learning rates) reads best on log x."""
+    nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return len(nums) == len(values) > 1 and min(nums) > 0 and max(nums) / min(nums) >= 10
+
+
+def _name(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in params.items()) or "all runs"
+
+
+def sweep_effect(summary: dict[str, Any], metric: str, field: str) -> go.Figure:
+    """`metric` at the end of training against `field`'s values: one line per combination of
+    the other swept fields, mean over seeds with a ± sd band."""
+    grid = summary["grid"]
+    others = [f for f in summary["fields"] if f != field]
+    series = []
+    for combo in itertools.product(*(grid[f] for f in others)):
+        fixed = dict(zip(others, combo, strict=True))
+        cells = [s for s in summary["by_setting"]
+                 if all(s["params"][f] == v for f, v in fixed.items())]
+        order = {json.dumps(v): i for i, v in enumerate(grid[field])}
+        cells.sort(key=lambda s: order[json.dumps(s["params"][field])])
+        x = [c["params"][field] for c in cells]
+        if not _is_log(grid[field]):
+            x = [str(v) for v in x]  # a categorical axis keeps the grid's order and values
+        color = RECIPE_COLORS.get(str(fixed.get("recipe"))) if "recipe" in fixed \
+            else None
+        series.append(MeanSd(_name(fixed), x, [c["end"][metric]["mean"] for c in cells],
+                             [c["end"][metric]["sd"] for c in cells], color))
+    fig = mean_sd_lines(series, f"{metric_label(summary, metric)} at the end vs {field}",
+                        x_title=field, y_range=(0, 1.02), log_x=_is_log(grid[field]))
+    if not _is_log(grid[field]):  # "0.001" alone would otherwise be read as a number
+        fig.update_xaxes(type="category")
+    return fig
+
+
+def sweep_curves(summary: dict[str, Any], metric: str) -> go.Figure:
+    """`metric` over training steps, one line per setting, mean ± sd over seeds."""
+    series = []
+    for s in summary["by_setting"]:
+        c = s["curves"]
+        color = RECIPE_COLORS.get(str(s["params"].get("recipe"))) \
+            if len(summary["fields"]) == 1 else None
+        series.append(MeanSd(_name(s["params"]), c["step"],
+                             [v["mean"] for v in c.get(metric, [])],
+                             [v["sd"] for v in c.get(metric, [])], color))
+    return mean_sd_lines(series, f"{metric_label(summary, metric)} over training",
+                         y_range=(0, 1.02))
+
+
+def run_grid(cells: Sequence[tuple[str, int, str, str]], title: str = "Runs") -> go.Figure:
+    """A sweep's progress: one square per run, (setting, seed, state, hover text), coloured
+    by its state; settings across, seeds down."""
+    fig = go.Figure()
+    for state, color in STATE_COLORS.items():
+        mine = [c for c in cells if c[2] == state]
+        if mine:
+            fig.add_trace(go.Scatter(
+                x=[c[0] for c in mine], y=[f"seed {c[1]}" for c in mine], mode="markers",
+                name=state, marker={"symbol": "square", "size": 26, "color": color},
+                text=[c[3] for c in mine], hovertemplate="%{text}<extra></extra>"))
+    fig = _layout(fig, title, "setting", "", height=140 + 40 * len({c[1] for c in cells}))
+    fig.update_xaxes(type="category", categoryorder="array",
+                     categoryarray=list(dict.fromkeys(c[0] for c in cells)))
+    fig.update_yaxes(type="category")
     return fig

@@ -1,4 +1,5 @@
-"""Command line: `python -m core train | list | show | stop | resume | experiment | workshop`."""
+"""Command line: `python -m core train | list | show | stop | resume | experiment | sweep |
+workshop`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, NoReturn
 
 from core.config import FIELDS, PRESETS, ConfigError, RunConfig, build_config
 from core.experiments.registry import ALIASES, EXPERIMENTS
+from core.experiments.sweep import CONFIRM_ABOVE
 from core.models.model_source import ModelError
 from core.runs.failures import ErrorKind
 from core.runs.slots import MAX_RUNS_ENV
@@ -58,6 +60,15 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: Collection[str] = (
 def _runs_dir_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help=f"Run store folder (default: ${RUNS_DIR_ENV} or ./runs).")
+
+
+def _backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: this machine's queue; ray: a Ray cluster (pip install "
+                        "ray), each run one task holding max(1, threads) CPUs (default: local).")
+    parser.add_argument("--ray-address", default=None,
+                        help="The Ray cluster to use (default: $RAY_ADDRESS, else a local Ray "
+                        "started for this command).")
 
 
 def _per_experiment(value: Callable[[Any], str]) -> str:
@@ -130,6 +141,33 @@ def build_parser() -> argparse.ArgumentParser:
                             help="Output folder (default: runs/experiments/NAME-TASK-TIME).")
     _add_config_flags(experiment, skip=EXPERIMENT_OWN_FIELDS, defaults=_experiment_default)
     _runs_dir_flag(experiment)
+    _backend_flags(experiment)
+    sweep = sub.add_parser(
+        "sweep", help="train every combination of a grid of settings x seeds; write a report",
+        description="Train one run per combination of the --grid values and seed, through "
+        "the same launch path as an experiment, then write report.html, summary.csv and "
+        "summary.json. Every combination is checked before anything starts. Runs are "
+        "ordinary runs tagged with the sweep's tag. Prints the output folder.")
+    sweep.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
+                       help="A setting and its values (repeatable; any setting flag below, "
+                       "values written as that flag takes them; true/false for on/off ones).")
+    sweep.add_argument("--seeds", default="0", metavar="S,S,...",
+                       help="Seeds, comma-separated (default: 0).")
+    sweep.add_argument("--preset", default=None,
+                       help=f"Start from a preset ({', '.join(PRESETS)}); flags override it.")
+    sweep.add_argument("--yes", action="store_true",
+                       help=f"Run a grid of more than {CONFIRM_ABOVE} runs.")
+    sweep.add_argument("--tag", default=None,
+                       help="Tag on every run of the sweep (default: sweep-FIELDS-TIME).")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="How many of the sweep's runs may be launched at once (default: "
+                       "all; the local queue or Ray's CPU accounting still caps training).")
+    sweep.add_argument("--out", type=Path, default=None,
+                       help="Output folder (default: runs/sweeps/TAG).")
+    sweep.add_argument("--plan", type=Path, default=None, help=argparse.SUPPRESS)  # the app's
+    _backend_flags(sweep)
+    _add_config_flags(sweep, skip=("seed",))
+    _runs_dir_flag(sweep)
     _add_workshop(sub)
     execute = sub.add_parser("_execute", help=argparse.SUPPRESS)
     execute.add_argument("run_dir", type=Path)
@@ -258,7 +296,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                    if args.recipes else None)
         result = run_experiment(args.name, task=args.task, seeds=seeds, recipes=recipes,
                                 workers=args.workers, out=args.out, runs_dir=args.runs_dir,
-                                overrides=overrides)
+                                overrides=overrides, backend=args.backend,
+                                ray_address=args.ray_address)
     except (ConfigError, ModelError, ValueError) as e:
         return _fail(str(e))
     for t in result.summary["targets"]:
@@ -324,8 +363,90 @@ def cmd_workshop(args: argparse.Namespace) -> int:
     return 0
 
 
+
+class _GridValueError(ValueError):
+    pass
+
+
+class _ValueParser(_Parser):
+    """The setting flags alone, to read a grid value exactly as its flag would."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _GridValueError(message)
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """`FIELD=V1,V2` items as {field: [values]}, each value read by the field's own flag.
+    Raises ConfigError naming the item; names are checked by the sweep's plan."""
+    flags = _ValueParser(prog="grid", add_help=False)
+    _add_config_flags(flags)
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise ConfigError(f"--grid {item!r}: write FIELD=V1,V2,...")
+        if name in grid:
+            raise ConfigError(f"--grid {name} is given twice: put all its values in one "
+                              f"--grid {name}=V1,V2")
+        if name not in FIELDS:
+            raise ConfigError(f"--grid {item!r}: unknown field {name!r} (see python -m core "
+                              "train --help for the settings)")
+        values = []
+        for raw_value in (v.strip() for v in raw.split(",")):
+            if not raw_value:
+                continue
+            if FIELDS[name].type in ("bool", bool):
+                switch = {"true": "", "on": "", "false": "no-", "off": "no-"}.get(
+                    raw_value.lower())
+                if switch is None:
+                    raise ConfigError(f"--grid {name}={raw_value}: {name} takes true or false")
+                argv = ["--" + switch + name.replace("_", "-")]
+            else:
+                argv = [_flag(name), raw_value]
+            try:
+                values.append(getattr(flags.parse_args(argv), name))
+            except _GridValueError as e:
+                raise ConfigError(f"--grid {name}={raw_value}: {e}") from None
+        grid[name] = values
+    return grid
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from core.experiments.sweep import plan_sweep, run_sweep
+
+    fixed = {name: getattr(args, name) for name in FIELDS if name != "seed"}
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        return _fail(f"--seeds takes comma-separated integers like 0,1,2, got {args.seeds!r}")
+    if args.workers is not None and args.workers < 1:
+        return _fail(f"--workers must be >= 1, got {args.workers}")
+    try:
+        if args.plan is not None:  # written by the app (core.api.launch_sweep)
+            saved = json.loads(args.plan.read_text())
+            plan = plan_sweep(saved["grid"], saved["seeds"], None, saved["base"])
+        else:
+            grid = parse_grid(args.grid)
+            plan = plan_sweep(grid, seeds, args.preset, {k: v for k, v in fixed.items()
+                                                          if k not in grid})
+        if len(plan.jobs) > CONFIRM_ABOVE and not args.yes:
+            return _fail(f"the grid makes {len(plan.jobs)} runs (more than "
+                         f"{CONFIRM_ABOVE}): add --yes to run them all")
+        result = run_sweep(plan, args.backend, ray_address=args.ray_address, out=args.out,
+                           runs_dir=args.runs_dir, tag=args.tag, workers=args.workers)
+    except (ConfigError, ModelError, ValueError) as e:
+        return _fail(str(e))
+    print(f"report: {result.out / 'report.html'}", file=sys.stderr)
+    print(result.out)
+    if result.interrupted:
+        return 130
+    return 1 if result.failed else 0
+
+
 COMMANDS = {"train": cmd_train, "list": cmd_list, "show": cmd_show, "stop": cmd_stop,
             "resume": cmd_resume, "experiment": cmd_experiment, "workshop": cmd_workshop,
+            "sweep": cmd_sweep,
             "_execute": cmd_execute}
 
 

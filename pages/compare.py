@@ -87,11 +87,27 @@ def comparison() -> None:
     signal = c2.selectbox("Confidence signal (reliability)", list(common.SIGNAL_LABELS),
                           key="compare_signal", format_func=common.SIGNAL_LABELS.get)
     source, field = catalogue[metric]
-    series = [charts.Series(n, *charts.column(r.evals if source == "eval" else r.train, field),
-                            color=col, mode="lines+markers" if source == "eval" else "lines")
-              for n, r, col in zip(names, records, colors, strict=True)]
-    st.plotly_chart(derived.figure((key, "metric", metric), lambda: charts.lines(
-        series, metric, y_title=metric)), key="compare_chart_metric")
+    seed_groups = api.seed_groups(records)
+    pooled = any(len(g.ids) > 1 for g in seed_groups) and st.toggle(
+        "Mean ± sd over seeds", key="compare_seeds", value=True,
+        help="Runs with the same settings apart from the seed are drawn as one line (their "
+             "mean) with a band of ± one standard deviation, and summarised the same way.")
+    if pooled:
+        group_colors = charts.colors_for([g.name for g in seed_groups],
+                                         [g.recipe for g in seed_groups])
+        bands = [charts.MeanSd(f"{g.name} (n = {len(g.ids)})",
+                               *api.seed_band([r for r in records if r.id in g.ids],
+                                              source, field), color)
+                 for g, color in zip(seed_groups, group_colors, strict=True)]
+        st.plotly_chart(charts.mean_sd_lines(bands, metric, y_title=metric),
+                        key="compare_chart_metric")
+    else:
+        series = [charts.Series(n, *charts.column(r.evals if source == "eval" else r.train,
+                                                  field),
+                                color=col, mode="lines+markers" if source == "eval" else "lines")
+                  for n, r, col in zip(names, records, colors, strict=True)]
+        st.plotly_chart(derived.figure((key, "metric", metric), lambda: charts.lines(
+            series, metric, y_title=metric)), key="compare_chart_metric")
     st.caption("Runs with the same model, task and seed start from the same step-0 "
                "evaluation, so their first points coincide; they part as training goes on.")
 
@@ -106,8 +122,12 @@ def comparison() -> None:
         "Reliability at each run's last evaluation")), key="compare_chart_rel")
 
     st.subheader("Start → end")
-    rows, table = shared((key, "summary", signal), lambda: summary(records, signal, names))
-    st.dataframe(table, key="compare_table")
+    if pooled:
+        rows = common.summary_rows(records, signal)
+        st.dataframe(pd.DataFrame(api.seed_table(rows, seed_groups)), key="compare_table")
+    else:
+        rows, table = shared((key, "summary", signal), lambda: summary(records, signal, names))
+        st.dataframe(table, key="compare_table")
     st.caption("Each cell: first evaluation → last evaluation (change). Lower ECE and Brier "
                "are better; AUROC 0.5 means the confidence cannot tell right from wrong.")
     csv = pd.DataFrame(rows).to_csv(index=False)

@@ -77,3 +77,40 @@ def test_a_damaged_run_in_the_comparison_is_flagged(runs_dir):
 def test_empty_store(tmp_path, monkeypatch):
     use_store(tmp_path, monkeypatch, copy=False)
     assert "No runs yet" in ok(page("compare")).info[0].value
+
+
+def _second_seed(root, run_id, new_id, shift):
+    """A copy of a recorded run as seed 1, its held-out accuracy moved by `shift`."""
+    import json
+    import shutil
+
+    shutil.copytree(root / run_id, root / new_id)
+    config = json.loads((root / new_id / "config.json").read_text())
+    (root / new_id / "config.json").write_text(json.dumps({**config, "seed": 1}))
+    rows = [json.loads(line) for line in (root / new_id / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        if "eval/accuracy" in row:
+            row["eval/accuracy"] += shift
+    (root / new_id / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_seeds_of_the_same_settings_pool_into_mean_and_sd(runs_dir):
+    twin = IDS[0].replace("s0", "s1") + "b"
+    _second_seed(runs_dir, IDS[0], twin, 0.1)
+    at = page("compare", {"runs": f"{IDS[0]},{twin},{IDS[1]}"})
+    at.selectbox(key="compare_metric").set_value("accuracy (held-out, sampled)").run()
+    ok(at)
+    assert at.toggle(key="compare_seeds").value
+    fig = figure(at, "accuracy (held-out, sampled)")
+    lines = [t for t in fig["data"] if t.get("mode") == "lines+markers"]
+    assert [t["name"] for t in lines] == ["recipe=binary (n = 2)", "recipe=rlcr (n = 1)"]
+    one, two = api.load_run(IDS[0]).evals, api.load_run(twin).evals
+    assert lines[0]["y"] == pytest.approx([(a["accuracy"] + b["accuracy"]) / 2
+                                           for a, b in zip(one, two, strict=True)])
+    # sample sd of two values 0.1 apart: 0.1 / sqrt(2)
+    assert lines[0]["customdata"][0] == pytest.approx(0.1 / 2 ** 0.5)
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["recipe=binary (n = 2)", "recipe=rlcr (n = 1)"]
+    assert "±" in table.loc["accuracy"].iloc[0] and "±" not in table.loc["accuracy"].iloc[1]
+    at.toggle(key="compare_seeds").set_value(False).run()
+    assert len(ok(at).dataframe[0].value.columns) == 3

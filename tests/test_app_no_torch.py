@@ -1,5 +1,6 @@
-"""No page imports torch, directly or through core: each page runs in a fresh interpreter
-(AppTest, on the recorded runs) and torch, transformers and peft must stay unloaded."""
+"""No page imports torch (nor ray), directly or through core: each page runs in a fresh
+interpreter (AppTest, on the recorded runs) and torch, transformers, peft and ray must stay
+unloaded."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import textwrap
 import pytest
 from app_helpers import APP, FIXTURE_RUNS, ROOT
 
-HEAVY = ("torch", "transformers", "peft")
+HEAVY = ("torch", "transformers", "peft", "ray")
 SCRIPT = textwrap.dedent("""
     import json, os, shutil, sys, tempfile
-    HEAVY = ("torch", "transformers", "peft")
+    HEAVY = ("torch", "transformers", "peft", "ray")
     from streamlit.testing.v1 import AppTest
     root = tempfile.mkdtemp()
     shutil.copytree(sys.argv[3], root + "/runs")
@@ -31,7 +32,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("name", ["home", "launch", "run", "compare", "runs"])
+@pytest.mark.parametrize("name", ["home", "launch", "run", "compare", "runs", "sweep"])
 def test_page_does_not_import_torch(name):
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(APP), name, str(FIXTURE_RUNS)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)

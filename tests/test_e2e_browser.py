@@ -196,3 +196,43 @@ def test_launch_watch_and_inspect_a_run_in_chromium(app_url):
             browser.close()
     status = json.loads((runs / run_id / "status.json").read_text())
     assert status["status"] == "finished" and status["step"] == 4
+
+
+def test_launch_a_tiny_sweep_from_its_page_in_chromium(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, runs = app_url
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{url}/sweep")
+            expect(page.get_by_text("No sweep yet")).to_be_visible(timeout=30_000)
+            page.locator("[data-testid=stSelectbox]").filter(has_text="Preset").click()
+            page.get_by_role("option", name="smoke", exact=True).click()
+            wait_idle(page)
+            for label, value in [("Its values, comma-separated", "1e-3"), ("Seeds", "0")]:
+                box = page.get_by_label(label, exact=True)
+                box.fill(value)
+                box.press("Enter")
+                wait_idle(page)
+            expect(page.get_by_text("2 runs (1 lr × 2 recipe × 1 seeds)")).to_be_visible(
+                timeout=20_000)
+            page.get_by_role("button", name="Launch the sweep").click()
+            expect(page.get_by_text(re.compile(r"2 finished"))).to_be_visible(
+                timeout=RUN_TIMEOUT_S * 1000)
+            wait_idle(page)
+            drawn = plots(page, at_least=2)
+            effect = next(v for k, v in drawn.items() if "at the end vs" in k)
+            assert effect and effect[-1]["y"]
+            screenshot(page, "5-sweep")
+        finally:
+            browser.close()
+    sweeps = list((runs / "sweeps").iterdir())
+    assert len(sweeps) == 1
+    deadline = time.time() + 60  # the sweep's own process writes the report as it ends
+    while not (sweeps[0] / "report.html").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    summary = json.loads((sweeps[0] / "summary.json").read_text())
+    assert [r["status"] for r in summary["runs"]] == ["finished", "finished"]
+    assert [r["params"]["recipe"] for r in summary["runs"]] == ["binary", "rlcr"]

@@ -23,12 +23,12 @@ STATUS_COLORS = {"queued": "violet", "running": "blue", "finished": "green", "fa
                  "stopped": "gray", "damaged": "orange"}
 PAGES = {"home": "app.py", "launch": "pages/launch.py", "run": "pages/run.py",
          "compare": "pages/compare.py", "runs": "pages/runs.py", "report": "pages/report.py",
-         "host": "pages/host.py"}
+         "host": "pages/host.py", "sweep": "pages/sweep.py"}
 
 
 NAV = (("home", "Home", ":material/home:"), ("launch", "Launch", ":material/rocket_launch:"),
        ("run", "Run", ":material/monitoring:"), ("compare", "Compare", ":material/compare_arrows:"),
-       ("runs", "Runs", ":material/folder_open:"))
+       ("sweep", "Sweep", ":material/grid_on:"), ("runs", "Runs", ":material/folder_open:"))
 
 
 def page_setup(title: str) -> None:

@@ -11,16 +11,12 @@ types, so the app can close meanwhile.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.experiments.registry import ALIASES, EXPERIMENTS, Experiment
-from core.paths import REPO_ROOT
 
 EXPERIMENTS_FOLDER = "experiments"  # under the run store, as the orchestrator writes it
 LAUNCH_LOG = "experiment.log"  # the background experiment's own output
@@ -104,11 +100,8 @@ def launch_experiment(spec: Experiment, seeds: Sequence[int], runs_root: Path | 
     root = Path(runs_root).resolve()
     out = root / EXPERIMENTS_FOLDER / f"{spec.name}-{spec.task}-{stamp}"
     out.mkdir(parents=True, exist_ok=False)
-    with open(out / LAUNCH_LOG, "w") as log:
-        proc = subprocess.Popen(  # an argument list: no shell
-            [sys.executable, "-m", "core", "experiment", spec.name, "--seeds",
-             ",".join(str(int(s)) for s in seeds), "--runs-dir", str(root), "--out", str(out)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=REPO_ROOT)
-    threading.Thread(target=proc.wait, daemon=True).start()  # never left a zombie
+    from core.runs.runner import start_command
+
+    start_command(["experiment", spec.name, "--seeds", ",".join(str(int(s)) for s in seeds),
+                   "--runs-dir", str(root), "--out", str(out)], out / LAUNCH_LOG)
     return out

@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -113,12 +113,18 @@ def _read(store: RunStore, o: Outcome) -> None:
 
 
 def run_jobs(jobs: Sequence[Job], store: RunStore, workers: int, label: str,
-             stream: TextIO = sys.stderr) -> tuple[list[Outcome], bool]:
+             stream: TextIO = sys.stderr,
+             launch: Callable[[RunConfig, Path], str] | None = None,
+             ) -> tuple[list[Outcome], bool]:
     """Launch every job through the runner, keeping at most `workers` of them queued or
     training at once (the shared slot queue caps the machine as a whole), and wait for them
     all. A failed run never stops the others. Returns the outcomes in job order and whether
-    the user interrupted (Ctrl-C or SIGTERM stops the live runs after their current step)."""
-    from core.runs.runner import launch, stop
+    the user interrupted (Ctrl-C or SIGTERM stops the live runs after their current step).
+    `launch` starts one run and returns its id (default: the runner's, on this machine)."""
+    from core.runs.runner import launch as launch_here
+    from core.runs.runner import stop
+
+    launch = launch or launch_here
 
     outcomes = [Outcome(j.recipe, j.seed) for j in jobs]
     pending = list(jobs)
@@ -198,6 +204,39 @@ def run_jobs(jobs: Sequence[Job], store: RunStore, workers: int, label: str,
     return outcomes, interrupted
 
 
+# --- where runs train -----------------------------------------------------------------------
+BACKENDS = ("local", "ray")
+
+
+@dataclass
+class Backend:
+    """Where an experiment's or a sweep's runs train: `launch` starts one run and returns its
+    id; `capacity` is how many may train at once; `close` lets go of the backend."""
+    name: str
+    launch: Callable[[RunConfig, Path], str]
+    capacity: int
+    close: Callable[[], None]
+
+
+def open_backend(name: str, ray_address: str | None = None) -> Backend:
+    """This machine (the runner and its shared slot queue), or a Ray cluster
+    (`core.runs.ray_backend`: Ray's resource accounting, rows streamed back here)."""
+    if name == "local":
+        from core.runs.runner import launch
+        from core.runs.slots import max_runs
+
+        return Backend(name, lambda cfg, root: launch(cfg, root), max_runs(), lambda: None)
+    if name == "ray":
+        from core.runs.ray_backend import RayBackend, ray_available
+
+        if not ray_available():
+            raise ValueError("the ray backend needs the ray package: pip install -r "
+                             "requirements-dev.txt (or pip install ray)")
+        ray_backend = RayBackend(ray_address)
+        return Backend(name, ray_backend.launch, ray_backend.cpus(), ray_backend.close)
+    raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+
+
 # --- the experiment ------------------------------------------------------------------------
 @dataclass
 class ExperimentResult:
@@ -227,13 +266,16 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
                    recipes: Sequence[str] | None = None, workers: int | None = None,
                    out: Path | str | None = None, runs_dir: Path | str | None = None,
                    overrides: dict[str, Any] | None = None,
-                   stream: TextIO = sys.stderr) -> ExperimentResult:
+                   stream: TextIO = sys.stderr, backend: str = "local",
+                   ray_address: str | None = None) -> ExperimentResult:
     """Train every (recipe, seed) of experiment `name` with its shared settings, then write
     the summary and report.
 
     `overrides` are RunConfig fields applied over the experiment's settings for every run
     (steps, eval sizes, model...). `workers` caps how many of its runs are queued or training
-    at once (default: all of them; the shared queue's cap still applies). Raises
+    at once (default: all of them; the shared queue's cap still applies). `backend`: "local"
+    (this machine) or "ray" (a Ray cluster at `ray_address`, each run holding 1 CPU unless
+    threads is set). Raises
     ConfigError/ModelError/ValueError before anything starts if the settings cannot work."""
     from core.data.task_data import pin_task
     from core.runs.runner import preflight
@@ -254,9 +296,9 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
     n_jobs = len(recipes) * len(seeds)
     workers = max(1, min(workers or n_jobs, n_jobs))
     store = RunStore(Path(RunStore(runs_dir).root).resolve())
-    together = min(workers, max_runs())
+    together = min(workers, max_runs()) if backend == "local" else workers
     base = experiment_config(spec, task, overrides)
-    base["threads"] = threads_per_run(together)
+    base["threads"] = threads_per_run(together) if backend == "local" else 1
     jobs = []
     for seed in seeds:  # every recipe's first seed before any second seed
         first = len(jobs)
@@ -268,6 +310,7 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
             cfg = pin_task(cfg, store.root)  # a task file is copied beside the runs
             after = first + recipes.index(chain.after) if chain else None
             jobs.append(Job(len(jobs), arm, seed, cfg.to_dict(), after))
+    where = open_backend(backend, ray_address)  # a missing ray fails before any folder
     out = Path(out) if out is not None else default_out(name, task, store.root)
     out.mkdir(parents=True, exist_ok=True)
     label = f"{name} {task}"
@@ -276,7 +319,11 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
                  f"{base['threads']} threads (queue cap {max_runs()}), {base['steps']} steps "
                  f"each; runs in {store.root}, report in {out}\n")
     t0 = time.monotonic()
-    outcomes, interrupted = run_jobs(jobs, store, workers, label, stream)
+    try:
+        outcomes, interrupted = run_jobs(jobs, store, workers, label, stream,
+                                         launch=where.launch)
+    finally:
+        where.close()
     wall = time.monotonic() - t0
     runs = []
     for o in outcomes:

@@ -25,6 +25,7 @@ from core.runs.store import (
     ACTIVE,
     ADAPTER_FILE,
     ENDED_UNREPORTED,
+    REMOTE_STOP_FILE,
     RunStore,
     RunWriter,
     process_start,
@@ -152,6 +153,18 @@ def execute(config: RunConfig, writer: RunWriter) -> str:
     return status
 
 
+def start_command(args: list[str], log_path: Path) -> subprocess.Popen:
+    """Start `python -m core ARGS` in its own session, its output appended to `log_path`:
+    how an experiment or a sweep launched from the app runs (it outlives the app, and
+    launches its runs through `launch` like everyone else). Reaped, so never a zombie."""
+    with open(log_path, "a") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(  # an argument list: no shell
+            [sys.executable, "-m", "core", *args], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO_ROOT)
+    threading.Thread(target=proc.wait, daemon=True).start()
+    return proc
+
+
 def _spawn(writer: RunWriter) -> None:
     """Start `python -m core _execute DIR` for a run whose status.json says queued."""
     try:
@@ -215,7 +228,12 @@ def launch(config: RunConfig, runs_dir: Path | str | None = None,
 def stop(run_id: str, runs_dir: Path | str | None = None) -> bool:
     """Ask a queued or running run to stop (after its current step, or within
     STOP_GRACE_SECONDS). False if it was not live."""
-    record = RunStore(runs_dir).load(run_id, metrics=False)
+    store = RunStore(runs_dir)
+    record = store.load(run_id, metrics=False)
+    if record.backend and record.status in ACTIVE:  # on another machine: its writer looks
+        with run_lock(store.path(run_id)):
+            (store.path(run_id) / REMOTE_STOP_FILE).touch()
+        return True
     if record.status not in ACTIVE or not record.pid or record.pid == os.getpid():
         return False  # never signal ourselves: a run not yet handed over has our pid
     os.kill(record.pid, signal.SIGTERM)
@@ -239,7 +257,7 @@ def reopen(run_id: str, runs_dir: Path | str | None = None) -> tuple[RunWriter, 
         writer = RunWriter(path)
         writer.update_status(status="queued", error=None, error_kind=None, pid=os.getpid(),
                              pid_start=process_start(os.getpid()), queued_at=time.time(),
-                             ended_at=None, stop=None,
+                             ended_at=None, stop=None, backend=None,  # here, now
                              resumes=int(writer.status.get("resumes", 0)) + 1)
     return writer, config
 

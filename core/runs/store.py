@@ -46,11 +46,24 @@ SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch
 LOCK_FILE = ".lock"
 ADAPTER_FILE = "adapter.pt"  # the final LoRA weights: what `init_from` starts from
 ENDED_UNREPORTED = "the training process ended without reporting"
+# A stop asked of a run on another machine (status.json's `backend` says where it trains):
+# there is no local process to signal, so the request is a file its writer looks for.
+REMOTE_STOP_FILE = "stop.request"
 
 
 def default_runs_dir() -> Path:
     """$CALIBRATION_LAB_RUNS, else ./runs, as an absolute path (see RunStore)."""
     return Path(os.environ.get(RUNS_DIR_ENV, "runs")).absolute()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """_atomic_write for bytes (a checkpoint received from another machine)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -163,7 +176,7 @@ class RunWriter:
     def run_id(self) -> str:
         return self.path.name
 
-    def _append(self, name: str, rows: list[dict[str, Any]]) -> None:
+    def append_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
         with open(self.path / name, "a") as f:
             f.write("".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
             f.flush()
@@ -176,10 +189,10 @@ class RunWriter:
             if not key.startswith(("train/", "eval/")):
                 raise ValueError(f"metric key {key!r} needs a train/ or eval/ namespace")
             _flatten(key, value, row)
-        self._append("metrics.jsonl", [row])
+        self.append_rows("metrics.jsonl", [row])
 
     def log_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
-        self._append("samples.jsonl", [{"step": step, **s} for s in samples])
+        self.append_rows("samples.jsonl", [{"step": step, **s} for s in samples])
 
     def update_status(self, **fields: Any) -> None:
         with self._lock:
@@ -228,6 +241,7 @@ class RunRecord:
     owner: str | None = None  # who launched it, in workshop mode
     checkpoint_step: int | None = None  # where a resume continues from
     error_kind: str | None = None  # a core.runs.failures.ErrorKind when it failed
+    backend: str | None = None  # None: trains on this machine; "ray": on a Ray cluster
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "config": self.config,
@@ -311,7 +325,7 @@ class RunStore:
                                status.get("updated_at"), self._tags(path), status.get("pid"),
                                queued_at=status.get("queued_at"), owner=status.get("owner"),
                                checkpoint_step=int(ckpt) if ckpt is not None else None,
-                               error_kind=kind)
+                               error_kind=kind, backend=status.get("backend"))
         except (OSError, ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
             return RunRecord(run_id, "damaged", {}, f"unreadable run folder: {e}", 0, 0,
                              None, None, self._tags(path))
@@ -347,7 +361,9 @@ class RunStore:
         for run_id in self.ids():
             try:
                 status = json.loads((self.root / run_id / "status.json").read_text())
-                if status.get("status") == "queued" and _alive(status):
+                # A remote run waits in its cluster's scheduler, not in this machine's line.
+                if status.get("status") == "queued" and _alive(status) \
+                        and not status.get("backend"):
                     waiting.append((float(status.get("queued_at") or 0.0), run_id))
             except (OSError, ValueError, TypeError, AttributeError):
                 continue  # a damaged or vanished run is in no line
