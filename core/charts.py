@@ -222,6 +222,7 @@ def reward_and_accuracy(steps: Sequence[Any], reward: Sequence[Any], accuracy: S
     fig = _layout(fig, title, "step", "reward")
     fig.update_layout(yaxis2={"title": {"text": "accuracy"}, "overlaying": "y",
                               "side": "right", "range": [0, 1.02]})
+    return fig
 
 
 @dataclass(frozen=True)

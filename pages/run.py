@@ -121,7 +121,9 @@ def live() -> None:
                     key="run_chart_reward")
     c2.plotly_chart(figure((key, "accuracy"), lambda: charts.accuracy(r.train, r.evals)),
                     key="run_chart_accuracy")
-    if any("truncation_rate" in row for row in [*r.train, *r.evals]):  # older runs lack it
+    # Drawn once a completion was cut: an all-zero chart (the embedded model, older runs that
+    # never logged it) would only push the calibration charts down.
+    if any(row.get("truncation_rate") for row in [*r.train, *r.evals]):
         st.plotly_chart(figure((key, "truncation"), lambda: charts.truncation(r.train, r.evals)),
                         key="run_chart_truncation")
     if not r.evals:

@@ -67,7 +67,7 @@ else:
     est = api.estimate_sweep(plan, backend)
     st.markdown(f"**{len(plan.jobs)} runs** ("
                 + " × ".join(f"{len(v)} {k}" for k, v in plan.grid.items())
-                + f" × {len(plan.seeds)} seeds), about **{api.fmt_duration(est.seconds)}** "
+                + f" × {len(plan.seeds)} seeds), about **{common.fmt_duration(est.seconds)}** "
                 f"({est.basis}).")
     if st.button("Launch the sweep", type="primary", key="sweep_launch",
                  icon=":material/play_arrow:"):

@@ -14,6 +14,7 @@ from app_helpers import ok, page, texts, use_store
 from core import api
 from core.experiments import claims
 from core.experiments.registry import EXPERIMENTS
+from core.runs import runner
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ def test_one_click_runs_the_experiments_own_settings_one_seed_or_three(
         def wait(self):
             return 0
 
-    monkeypatch.setattr(claims.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(runner.subprocess, "Popen", FakePopen)
     at = page()
     at.button(key="home_claim_run_coverage").click().run()
     ok(at)
