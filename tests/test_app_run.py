@@ -243,15 +243,24 @@ def test_spread_chart_draws_entropy_and_distinct_answers(runs_dir):
     assert "distinct answers per prompt (held-out)" in options
 
 
-def test_truncation_rate_is_drawn_when_logged_and_left_out_when_not(runs_dir):
-    assert not any("Truncated" in f["layout"]["title"]["text"]
-                   for f in figures(ok(page("run", {"run": RLCR}))))  # older runs lack it
+def set_truncation(runs_dir, train: float, held_out: float) -> None:
     path = runs_dir / RLCR / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     for row in rows:
         kind = "eval" if "eval/accuracy" in row else "train"
-        row[f"{kind}/truncation_rate"] = 0.25 if kind == "train" else 0.5
+        row[f"{kind}/truncation_rate"] = train if kind == "train" else held_out
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def has_truncation_chart(at) -> bool:
+    return any("Truncated" in f["layout"]["title"]["text"] for f in figures(ok(at)))
+
+
+def test_truncation_rate_is_drawn_when_logged_and_left_out_when_not(runs_dir):
+    assert not has_truncation_chart(page("run", {"run": RLCR}))  # older runs lack it
+    set_truncation(runs_dir, 0.0, 0.0)
+    assert not has_truncation_chart(page("run", {"run": RLCR}))  # logged, nothing was cut
+    set_truncation(runs_dir, 0.25, 0.5)
     chart = figure(ok(page("run", {"run": RLCR})), "Truncated completions")
     train, held_out = chart["data"]
     assert set(train["y"]) == {0.25} and set(held_out["y"]) == {0.5}
