@@ -20,6 +20,8 @@ from core.experiments.targets import (
     _missing,
     _verdict,
     mean_of,
+    nsr_keeps,
+    psr_sharpens,
 )
 
 CHAINED_ARM = "rlsf after binary"  # the self-feedback experiment's chained arm
@@ -38,34 +40,13 @@ def _drop(pair: tuple[float | None, float | None]) -> float | None:
 
 # --- coverage: PSR narrows, NSR keeps ---------------------------------------------------------
 def target_psr_narrows(summary: dict[str, Any]) -> TargetResult:
-    title = "PSR raises Pass@1 and lowers Pass@k at the largest k"
-    if (res := _missing(summary, "psr_narrows", title, ["psr"])) is not None:
-        return res
-    k = _k(summary)
-    p0, p1 = _ends(summary, "psr", "pass@1")
-    k0, k1 = _ends(summary, "psr", k)
-    return _verdict("psr_narrows", title, [
-        Check("psr Pass@1 end > start", f"{_fmt(p0)} → {_fmt(p1)}", _lt(p0, p1)),
-        Check(f"psr {k.replace('pass', 'Pass')} end < start", f"{_fmt(k0)} → {_fmt(k1)}",
-              _lt(k1, k0)),
-    ])
+    return psr_sharpens(summary, "psr_narrows",
+                        "PSR raises Pass@1 and lowers Pass@k at the largest k", prefix="psr ")
 
 
 def target_nsr_keeps(summary: dict[str, Any]) -> TargetResult:
-    title = "NSR keeps Pass@k at the largest k, above PSR's"
-    if (res := _missing(summary, "nsr_keeps", title, ["nsr", "psr"])) is not None:
-        return res
-    k = _k(summary)
-    label = k.replace("pass", "Pass")
-    k0, k1 = _ends(summary, "nsr", k)
-    psr1 = mean_of(summary, "psr", k, "end")
-    return _verdict("nsr_keeps", title, [
-        Check(f"nsr {label} end ≥ start − 0.02", f"{_fmt(k0)} → {_fmt(k1)}",
-              _ge(k1, k0 - 0.02) if k0 is not None else False),
-        Check(f"nsr end {label} ≥ psr's end {label} + 0.05",
-              f"{_fmt(k1)} vs {_fmt(psr1)} + 0.05",
-              _ge(k1, psr1 + 0.05) if psr1 is not None else False),
-    ])
+    return nsr_keeps(summary, "nsr_keeps", "NSR keeps Pass@k at the largest k, above PSR's",
+                     prefix="nsr ")
 
 
 def target_entropy(summary: dict[str, Any]) -> TargetResult:

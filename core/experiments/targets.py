@@ -114,37 +114,49 @@ def target_rlcr(summary: dict[str, Any]) -> TargetResult:
     ])
 
 
-def target_psr(summary: dict[str, Any]) -> TargetResult:
-    """(c) psr sharpens: Pass@1 up, Pass@k at the largest k down."""
-    title = "(c) psr raises Pass@1 and lowers Pass@k at large k"
-    if (res := _missing(summary, "psr", title, ["psr"])) is not None:
+def psr_sharpens(summary: dict[str, Any], key: str, title: str, prefix: str = ""
+                 ) -> TargetResult:
+    """psr sharpens: Pass@1 up, Pass@k at the largest k down (Zhu et al. 2025). `key` and
+    `title` name the target in the experiment that checks it; `prefix` starts each check."""
+    if (res := _missing(summary, key, title, ["psr"])) is not None:
         return res
     k = _k(summary)
     p0, p1 = (mean_of(summary, "psr", "pass@1", w) for w in ("start", "end"))
     k0, k1 = (mean_of(summary, "psr", k, w) for w in ("start", "end"))
-    return _verdict("psr", title, [
-        Check("Pass@1 end > start", f"{_fmt(p0)} → {_fmt(p1)}", _lt(p0, p1)),
-        Check(f"{k.replace('pass', 'Pass')} end < start", f"{_fmt(k0)} → {_fmt(k1)}",
-               _lt(k1, k0)),
+    return _verdict(key, title, [
+        Check(f"{prefix}Pass@1 end > start", f"{_fmt(p0)} → {_fmt(p1)}", _lt(p0, p1)),
+        Check(f"{prefix}{k.replace('pass', 'Pass')} end < start", f"{_fmt(k0)} → {_fmt(k1)}",
+              _lt(k1, k0)),
     ])
 
 
-def target_nsr(summary: dict[str, Any]) -> TargetResult:
-    """(d) nsr keeps the spread: Pass@k holds, and beats psr's at the end."""
-    title = "(d) nsr keeps Pass@k at large k, above psr"
-    if (res := _missing(summary, "nsr", title, ["nsr", "psr"])) is not None:
+def nsr_keeps(summary: dict[str, Any], key: str, title: str, prefix: str = ""
+              ) -> TargetResult:
+    """nsr keeps the spread: Pass@k at the largest k holds (within 0.02) and ends 0.05 above
+    psr's (Zhu et al. 2025). Arguments as for `psr_sharpens`."""
+    if (res := _missing(summary, key, title, ["nsr", "psr"])) is not None:
         return res
     k = _k(summary)
     label = k.replace("pass", "Pass")
     k0, k1 = (mean_of(summary, "nsr", k, w) for w in ("start", "end"))
     psr1 = mean_of(summary, "psr", k, "end")
-    return _verdict("nsr", title, [
-        Check(f"{label} end ≥ start − 0.02", f"{_fmt(k0)} → {_fmt(k1)}",
-               _ge(k1, k0 - 0.02) if k0 is not None else False),
-        Check(f"end {label} ≥ psr's end {label} + 0.05",
-               f"{_fmt(k1)} vs {_fmt(psr1)} + 0.05", _ge(k1, psr1 + 0.05)
-               if psr1 is not None else False),
+    return _verdict(key, title, [
+        Check(f"{prefix}{label} end ≥ start − 0.02", f"{_fmt(k0)} → {_fmt(k1)}",
+              _ge(k1, k0 - 0.02) if k0 is not None else False),
+        Check(f"{prefix}end {label} ≥ psr's end {label} + 0.05",
+              f"{_fmt(k1)} vs {_fmt(psr1)} + 0.05", _ge(k1, psr1 + 0.05)
+              if psr1 is not None else False),
     ])
+
+
+def target_psr(summary: dict[str, Any]) -> TargetResult:
+    """(c) psr sharpens: Pass@1 up, Pass@k at the largest k down."""
+    return psr_sharpens(summary, "psr", "(c) psr raises Pass@1 and lowers Pass@k at large k")
+
+
+def target_nsr(summary: dict[str, Any]) -> TargetResult:
+    """(d) nsr keeps the spread: Pass@k holds, and beats psr's at the end."""
+    return nsr_keeps(summary, "nsr", "(d) nsr keeps Pass@k at large k, above psr")
 
 
 def target_answer_prob(summary: dict[str, Any]) -> TargetResult:
