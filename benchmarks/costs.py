@@ -2,7 +2,7 @@
 
 Run by hand: `.venv/bin/python -m benchmarks.costs [--repeats N] [--out PATH]`.
 
-The estimator (`core.runs.estimates`) models a run as startup + training samples x
+The estimator (`core.runtime.estimates`) models a run as startup + training samples x
 train_sample + evaluations x (eval_fixed + evaluation completions x eval_sample). This
 script runs whole `python -m core train` commands on the embedded model, single-threaded
 (`--threads 1`), in a fresh store each, and takes each command's CPU seconds (user + system,
@@ -39,7 +39,7 @@ from pathlib import Path
 
 from core.config import build_config
 from core.paths import COSTS_FILE, REPO_ROOT
-from core.runs.estimates import COST_KEYS, eval_samples
+from core.runtime.estimates import COST_KEYS, eval_samples
 
 RECIPES = ("binary", "rlcr", "psr", "nsr")  # the quick comparison's
 TRAIN_STEPS = 40

@@ -28,7 +28,7 @@ from pathlib import Path
 from core import api
 from core.config import build_config
 from core.paths import REPO_ROOT
-from core.runs.store import ACTIVE, RUNS_DIR_ENV
+from core.runtime.store import ACTIVE, RUNS_DIR_ENV
 
 DEADLINE_SECONDS = 3 * 3600  # a hang, not a slow machine
 

@@ -1,5 +1,5 @@
 """GPU check: a 20-step `rlcr` run of a random model the size of Qwen2.5-0.5B, end to end
-through the lab's own engine (`core.runs.runner.execute`), with nothing downloaded.
+through the lab's own engine (`core.runtime.runner.execute`), with nothing downloaded.
 
     .venv/bin/python benchmarks/gpu_check.py            # on a CUDA machine
     .venv/bin/python benchmarks/gpu_check.py --tiny     # anywhere: a toy model, 2 steps
@@ -40,8 +40,8 @@ from core.config import RunConfig, build_config  # noqa: E402
 from core.data.task_data import task_for  # noqa: E402
 from core.engine.modeling import load_tokenizer, prompt_format_for  # noqa: E402
 from core.models.model_catalog import read_arch, run_estimate  # noqa: E402
-from core.runs.runner import execute, preflight  # noqa: E402
-from core.runs.store import RunStore  # noqa: E402
+from core.runtime.runner import execute, preflight  # noqa: E402
+from core.runtime.store import RunStore  # noqa: E402
 from tools.tiny_chat import QWEN25_VOCAB, write_arithmetic_qa, write_chat_model  # noqa: E402
 
 

@@ -17,8 +17,8 @@ import tempfile
 import time
 
 from core.config import build_config
-from core.runs.ray_backend import RunSink
-from core.runs.store import RunStore
+from core.runtime.ray_backend import RunSink
+from core.runtime.store import RunStore
 
 ROW = {"step": 1, "train/loss": 0.5, "train/reward/mean": 0.25, "train/accuracy": 0.3,
        "train/seconds": 0.3}

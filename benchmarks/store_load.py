@@ -30,14 +30,14 @@ sys.path.insert(0, str(ROOT))
 
 from core import api  # noqa: E402
 from core.config import build_config  # noqa: E402
-from core.runs import slots  # noqa: E402 - after the path set-up
-from core.runs.store import ACTIVE, RunStore  # noqa: E402
+from core.runtime import slots  # noqa: E402 - after the path set-up
+from core.runtime.store import ACTIVE, RunStore  # noqa: E402
 
 WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from core.runs import slots
-    from core.runs.store import RunStore, RunWriter
+    from core.runtime import slots
+    from core.runtime.store import RunStore, RunWriter
     path, steps = Path(sys.argv[1]), int(sys.argv[2])
     writer = RunWriter(path)
     writer.claim()

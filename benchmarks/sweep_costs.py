@@ -17,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from core.runs.store import RunStore, read_jsonl
+from core.runtime.store import RunStore, read_jsonl
 
 
 def costs(root: Path) -> dict[str, float]:

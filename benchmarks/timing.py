@@ -8,7 +8,7 @@ from typing import Any
 
 from core.config import RunConfig
 from core.engine.modeling import LoadedModel
-from core.runs.store import RunStore
+from core.runtime.store import RunStore
 
 
 def train_step_seconds(config: RunConfig, loaded: LoadedModel | None = None) -> list[float]:

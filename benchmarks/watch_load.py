@@ -53,7 +53,7 @@ REPLAY = """
 import json, sys, time
 from pathlib import Path
 from core.config import RunConfig
-from core.runs.store import RunStore
+from core.runtime.store import RunStore
 recorded, root, steps, eval_every, history, pause = sys.argv[1:7]
 recorded, steps, eval_every = Path(recorded), int(steps), int(eval_every)
 rows = [json.loads(line) for line in (recorded / "metrics.jsonl").read_text().splitlines()]

@@ -101,7 +101,7 @@ def train_one(runs: Path, steps: int, seed: int, threads: int, watch=None) -> fl
     """Launch a run through the runner (as the app does) and wait for it; the median of its
     logged step times. `watch(run_id)` is called once the run exists."""
     from core.config import build_config
-    from core.runs.runner import launch
+    from core.runtime.runner import launch
 
     config = build_config("quick", steps=steps, no_eval=True, checkpoint_every=0, seed=seed,
                           threads=threads)

@@ -4,7 +4,7 @@ Pages import this module, `core.config`, `core.recipe_info` and `core.charts`, n
 from core, for engine access. Everything here reads or writes the run folders on disk, so
 closing the browser or restarting the app loses nothing: a restarted app finds every run
 again. What is not the door lives next to what it describes: the queue's state in
-`core.runs.slots`, run-time estimates in `core.runs.estimates`, the device probe in
+`core.runtime.slots`, run-time estimates in `core.runtime.estimates`, the device probe in
 `core.device`; widget labels and upload helpers in `ui/`.
 """
 
@@ -26,8 +26,8 @@ from core.device import DeviceInfo, probe_device
 from core.experiments import claims as claims_mod
 from core.experiments.registry import EXPERIMENTS
 from core.models.model_catalog import CATALOG_BY_ID, MemoryEstimate
-from core.runs import codes, estimates, slots, workshop
-from core.runs.store import (
+from core.runtime import codes, estimates, slots, workshop
+from core.runtime.store import (
     ACTIVE,
     ADAPTER_FILE,
     SAFE_ID,
@@ -38,7 +38,7 @@ from core.runs.store import (
     run_lock,
     split_metrics,
 )
-from core.runs.workshop import WorkshopError
+from core.runtime.workshop import WorkshopError
 
 # The Home page's one-click quick comparison: four recipes at the quick preset, tagged as one
 # group. (The command line's six-recipe x three-seed experiments are core.experiments.)
@@ -147,7 +147,7 @@ def launch(config: RunConfig, root: Path | str | None = None, user: str | None =
     run id. Raises ModelError/ConfigError/TaskError, or WorkshopError for what workshop mode
     forbids. A task file is pinned first: copied beside the runs, hash recorded."""
     from core.data.task_data import pin_task
-    from core.runs.runner import launch as runner_launch  # torch-free; imported on first use
+    from core.runtime.runner import launch as runner_launch  # torch-free; imported on first use
 
     s = store(root)
     s.root.mkdir(parents=True, exist_ok=True)
@@ -168,7 +168,7 @@ def _owned(run_id: str, root: Path | str | None, user: str | None, action: str) 
 
 def stop(run_id: str, root: Path | str | None = None, user: str | None = None) -> bool:
     """Ask a queued or running run to stop; False if it was not live."""
-    from core.runs.runner import stop as runner_stop
+    from core.runtime.runner import stop as runner_stop
 
     try:
         s = _owned(run_id, root, user, "stop")
@@ -181,7 +181,7 @@ def stop(run_id: str, root: Path | str | None = None, user: str | None = None) -
 def resume(run_id: str, root: Path | str | None = None, user: str | None = None) -> str:
     """Continue a stopped or failed run, as the same run, from its last checkpoint (in the
     background, through the queue). Raises ResumeError (a ValueError) or WorkshopError."""
-    from core.runs.runner import resume as runner_resume
+    from core.runtime.runner import resume as runner_resume
 
     s = _owned(run_id, root, user, "continue")
     with run_lock(s.root):
@@ -261,7 +261,7 @@ def check_config(values: dict[str, Any], preset: str | None = None,
     """A config from form values, or the problems, each in plain words (never raises)."""
     from core.data.task_data import TaskError, task_for
     from core.models.model_source import ModelError, check_model
-    from core.runs.runner import check_init_from
+    from core.runtime.runner import check_init_from
 
     try:
         config = build_config(preset, **values)
@@ -380,7 +380,7 @@ def sign_in(token: str, name: str) -> str:
 def sign_in_code(code: str, source: str, now: float | None = None) -> codes.Code:
     """The live participant code that `code` is; WorkshopError otherwise. A source (the
     connection's address) that keeps giving wrong codes waits longer and longer between
-    tries (core.runs.codes.Throttle), whatever the code it tries next."""
+    tries (core.runtime.codes.Throttle), whatever the code it tries next."""
     now = time.time() if now is None else now
     wait = codes.THROTTLE.wait(source, now)
     if wait > 0:
@@ -538,7 +538,7 @@ def sweep_folder(tag: str, root: Path | str | None = None) -> Path:
 
 def ray_status() -> tuple[bool, str | None]:
     """(whether the ray package is installed, $RAY_ADDRESS); never imports ray."""
-    from core.runs.ray_backend import RAY_ADDRESS_ENV, ray_available
+    from core.runtime.ray_backend import RAY_ADDRESS_ENV, ray_available
 
     return ray_available(), os.environ.get(RAY_ADDRESS_ENV) or None
 
@@ -557,7 +557,7 @@ def estimate_sweep(plan: Any, backend: str, runs: list[RunRecord] | None = None,
                    root: Path | str | None = None) -> estimates.Estimate:
     """Wall time of a sweep: waves of runs at once (this machine's queue cap, or one run per
     core for a Ray started here) times one run's estimate."""
-    from core.runs.slots import max_runs
+    from core.runtime.slots import max_runs
 
     one = estimate(RunConfig.from_dict(plan.jobs[0].config), runs, root)
     cores = os.cpu_count() or 1
@@ -584,7 +584,7 @@ def launch_sweep(plan: Any, backend: str = "local", root: Path | str | None = No
     plan_file = folder / "plan.json"
     plan_file.write_text(json.dumps({"grid": plan.grid, "seeds": plan.seeds,
                                      "base": plan.base, "backend": backend}, indent=1))
-    from core.runs.runner import start_command
+    from core.runtime.runner import start_command
 
     start_command(["sweep", "--plan", str(plan_file), "--backend", backend, "--tag", tag,
                    "--out", str(folder), "--runs-dir", str(s.root), "--yes"], folder / "log.txt")

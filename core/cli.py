@@ -15,9 +15,9 @@ from core.config import FIELDS, PRESETS, ConfigError, RunConfig, build_config
 from core.experiments.registry import ALIASES, EXPERIMENTS
 from core.experiments.sweep import CONFIRM_ABOVE
 from core.models.model_source import ModelError
-from core.runs.failures import ErrorKind
-from core.runs.slots import MAX_RUNS_ENV
-from core.runs.store import RUNS_DIR_ENV, RunStore, RunWriter
+from core.runtime.failures import ErrorKind
+from core.runtime.slots import MAX_RUNS_ENV
+from core.runtime.store import RUNS_DIR_ENV, RunStore, RunWriter
 
 EXIT_BAD_INPUT = 2
 # Set per run by the experiment (init_from: a chained arm starts from its own earlier run).
@@ -181,7 +181,7 @@ def _fail(message: str) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from core.data.task_data import pin_task
-    from core.runs.runner import preflight
+    from core.runtime.runner import preflight
 
     overrides: dict[str, Any] = {name: getattr(args, name) for name in FIELDS}
     store = RunStore(args.runs_dir)
@@ -197,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_here(config: RunConfig, writer: RunWriter) -> int:
-    from core.runs.runner import execute
+    from core.runtime.runner import execute
 
     status = execute(config, writer)
     print(f"run ended: {status}", file=sys.stderr)
@@ -206,7 +206,7 @@ def _train_here(config: RunConfig, writer: RunWriter) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from core.runs.runner import ResumeError, reopen
+    from core.runtime.runner import ResumeError, reopen
 
     try:
         writer, config = reopen(args.run_id, args.runs_dir)
@@ -220,7 +220,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_execute(args: argparse.Namespace) -> int:
     """Entry point of a background run whose folder `launch` (or a resume) already made."""
-    from core.runs.runner import execute
+    from core.runtime.runner import execute
 
     writer = RunWriter(args.run_dir)
     writer.claim()
@@ -267,7 +267,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from core.runs.runner import stop
+    from core.runtime.runner import stop
 
     try:
         stopped = stop(args.run_id, args.runs_dir)
@@ -331,7 +331,7 @@ def _add_workshop(sub: Any) -> None:
 
 
 def cmd_workshop(args: argparse.Namespace) -> int:
-    from core.runs import codes, serve, workshop
+    from core.runtime import codes, serve, workshop
 
     root = args.runs_dir
     if args.action == "codes":

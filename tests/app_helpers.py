@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import device
 from core.device import DeviceInfo
-from core.runs.store import RUNS_DIR_ENV
+from core.runtime.store import RUNS_DIR_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"

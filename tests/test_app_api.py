@@ -12,7 +12,7 @@ from core import api, device
 from core.config import RunConfig, build_config
 from core.device import DeviceInfo
 from core.metrics import SIGNALS
-from core.runs.store import TAGS_FILE
+from core.runtime.store import TAGS_FILE
 
 
 @pytest.fixture
@@ -144,13 +144,13 @@ def test_task_labels():
 
 
 def test_launch_pins_a_task_file_into_the_store(runs_dir, tmp_path, monkeypatch):
-    import core.runs.runner
+    import core.runtime.runner
 
     src = tmp_path / "qa.jsonl"
     src.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": str(i + 1)}) + "\n"
                            for i in range(100)))
     seen = []
-    monkeypatch.setattr(core.runs.runner, "launch",
+    monkeypatch.setattr(core.runtime.runner, "launch",
                         lambda config, root, owner=None: seen.append(config) or "id")
     assert api.launch(build_config(task=str(src))) == "id"
     (config,) = seen

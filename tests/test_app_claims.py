@@ -14,7 +14,7 @@ from app_helpers import ok, page, texts, use_store
 from core import api
 from core.experiments import claims
 from core.experiments.registry import EXPERIMENTS
-from core.runs import runner
+from core.runtime import runner
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_the_calibration_claim_is_decided_by_its_own_targets(tmp_path: Path) -> 
 
 def test_experiments_are_refused_in_workshop_mode(runs_dir: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.runs import workshop
+    from core.runtime import workshop
 
     monkeypatch.setenv(workshop.ENABLED_ENV, "1")
     with pytest.raises(workshop.WorkshopError, match="workshop mode"):

@@ -8,7 +8,7 @@ from app_helpers import IDS, ok, page, texts, use_store
 from core import api
 from core.config import PRESETS, RunConfig
 from core.recipe_info import RECIPE_INFO
-from core.runs.store import RunStore
+from core.runtime.store import RunStore
 
 
 @pytest.fixture

@@ -150,7 +150,7 @@ def test_a_full_machine_says_the_run_will_wait_in_the_queue(runs_dir, monkeypatc
 def test_launch_offers_finished_runs_with_an_adapter_as_a_starting_point(runs_dir, fake_launch):
     """init_from: only finished runs of the same model that kept their final adapter are
     offered; the chosen one is recorded in the launched config."""
-    from core.runs.store import ADAPTER_FILE
+    from core.runtime.store import ADAPTER_FILE
 
     with_adapter = IDS[0]
     (runs_dir / with_adapter / ADAPTER_FILE).write_bytes(b"weights")

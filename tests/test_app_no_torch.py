@@ -43,7 +43,7 @@ def test_page_does_not_import_torch(name):
 
 
 def test_api_module_is_light():
-    code = ("import sys, core.api, core.config, core.runs.store, core.recipe_info, core.charts, "
+    code = ("import sys, core.api, core.config, core.runtime.store, core.recipe_info, core.charts, "
             f"ui.common; print([m for m in {HEAVY!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, check=True)

@@ -10,8 +10,8 @@ from app_helpers import IDS, ok, page, set_status, texts, use_store
 
 from core import api
 from core.config import build_config
-from core.runs import workshop
-from core.runs.workshop import WorkshopError
+from core.runtime import workshop
+from core.runtime.workshop import WorkshopError
 
 TOKEN = "correct-horse-battery-staple"
 PAGES = [(None, None), ("launch", None), ("run", {"run": IDS[1]}), ("compare", None),
@@ -105,7 +105,7 @@ def test_models_and_remote_code_the_host_did_not_allow_are_refused(runs_dir, mon
 def test_the_per_person_limit_holds_and_the_quick_comparison_is_all_or_nothing(
         runs_dir, monkeypatch):
     launched = []
-    monkeypatch.setattr("core.runs.runner.launch",
+    monkeypatch.setattr("core.runtime.runner.launch",
                         lambda config, root, owner=None: launched.append(owner) or IDS[0])
     with pytest.raises(WorkshopError, match="sign in"):
         api.launch(build_config("smoke"))

@@ -87,7 +87,7 @@ def core_graph() -> dict[str, set[str]]:
     for name, path in files.items():
         targets = set()
         for imported in imports(path, top_level_only=False):
-            # `from core.runs import slots` names core.runs.slots; `from core.x import f`
+            # `from core.runtime import slots` names core.runtime.slots; `from core.x import f`
             # names core.x.f, which resolves to core.x
             while imported and imported not in files:
                 imported = imported.rpartition(".")[0]
@@ -136,6 +136,6 @@ def test_the_cycle_finder_finds_cycles() -> None:
 def test_import_reader_tells_module_level_from_lazy(tmp_path: Path) -> None:
     path = ROOT / "core" / "engine" / "train.py"
     assert "torch" in imports(path, top_level_only=True)
-    runner = ROOT / "core" / "runs" / "runner.py"
+    runner = ROOT / "core" / "runtime" / "runner.py"
     assert "core.engine.train.train" in imports(runner, top_level_only=False)
     assert "core.engine.train.train" not in imports(runner, top_level_only=True)

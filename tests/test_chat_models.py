@@ -25,7 +25,7 @@ from core.engine.rollout import (
     score_tokens,
 )
 from core.engine.train import train
-from core.runs.store import RunStore
+from core.runtime.store import RunStore
 from tools.tiny_chat import write_arithmetic_qa, write_chat_model
 
 ARCHS = ("qwen2", "llama")

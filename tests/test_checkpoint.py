@@ -16,8 +16,8 @@ from core import cli
 from core.config import build_config
 from core.engine.checkpoint import CHECKPOINT_FILE, CheckpointError
 from core.engine.train import train
-from core.runs.runner import ResumeError, StopGuard, exit_reason, reopen
-from core.runs.store import RunStore, RunWriter
+from core.runtime.runner import ResumeError, StopGuard, exit_reason, reopen
+from core.runtime.store import RunStore, RunWriter
 
 SMALL = {"threads": 1, "eval_prompts": 8, "eval_samples": 2, "prompts_per_step": 2,
          "group_size": 4, "steps": 5, "eval_every": 2, "checkpoint_every": 2}

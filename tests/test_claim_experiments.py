@@ -21,7 +21,7 @@ from core.experiments.claim_targets import (
     target_rlsf_accuracy,
 )
 from core.experiments.registry import EXPERIMENTS, find
-from core.runs.store import RunStore
+from core.runtime.store import RunStore
 
 
 def summary_of(values: dict[str, dict[str, tuple[float, float]]], k: int = 64,
@@ -113,7 +113,7 @@ def test_chained_arm_waits_for_its_run_and_starts_from_it(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The chained job is launched only after its parent finished, with init_from = the
     parent's run id; when the parent fails, the chained job is not started."""
-    import core.runs.runner as runner
+    import core.runtime.runner as runner
 
     launched: list[tuple[str, str]] = []
     ends = {("binary", 0): "finished", ("binary", 1): "failed"}

@@ -17,7 +17,7 @@ import pytest
 
 from core.config import RunConfig, help_text
 from core.paths import EMBEDDED_DIR
-from core.runs.store import RUNS_DIR_ENV
+from core.runtime.store import RUNS_DIR_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,7 +147,7 @@ def test_list_json_on_an_empty_runs_dir(tmp_path):
 
 
 def test_list_json_shows_a_run_folder(tmp_path):
-    from core.runs.store import RunStore
+    from core.runtime.store import RunStore
 
     runs = tmp_path / "runs"
     writer = RunStore(runs).create(RunConfig(recipe="psr", seed=4, steps=9))

@@ -10,7 +10,7 @@ import pytest
 from app_helpers import IDS, page, set_status, use_store
 
 from core import charts
-from core.runs.store import process_start
+from core.runtime.store import process_start
 from ui import derived
 
 

@@ -14,7 +14,7 @@ from stand_in_cuda import CUDA, DeviceMixError, StandInCuda, on_gpu
 from core.config import RECIPE_NAMES, build_config
 from core.engine.modeling import load_policy
 from core.engine.train import train
-from core.runs.store import RunStore
+from core.runtime.store import RunStore
 
 
 def test_the_stand_in_device_catches_a_mix_and_allows_what_cuda_allows() -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from core.config import RunConfig, build_config
 from core.paths import COSTS_FILE
-from core.runs import estimates
-from core.runs.store import RunRecord
+from core.runtime import estimates
+from core.runtime.store import RunRecord
 
 COSTS = {"startup": 5.0, "train_sample": 0.001, "eval_fixed": 0.5, "eval_sample": 0.0002}
 

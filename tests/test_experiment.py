@@ -30,8 +30,8 @@ from core.experiments.targets import (
     target_rlcr,
     target_rlsf,
 )
-from core.runs.slots import MAX_RUNS_ENV
-from core.runs.store import RunStore
+from core.runtime.slots import MAX_RUNS_ENV
+from core.runtime.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"steps": 2, "eval_every": 1, "eval_prompts": 16, "eval_samples": 4,

@@ -7,9 +7,9 @@ import torch
 
 from core.config import build_config
 from core.engine import train as train_module
-from core.runs.failures import ErrorKind, failure_kind, failure_message, is_out_of_memory
-from core.runs.runner import execute
-from core.runs.store import RunStore
+from core.runtime.failures import ErrorKind, failure_kind, failure_message, is_out_of_memory
+from core.runtime.runner import execute
+from core.runtime.store import RunStore
 
 
 def test_cuda_out_of_memory_marks_the_run_failed_and_keeps_what_was_logged(tmp_path,

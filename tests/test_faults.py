@@ -23,9 +23,9 @@ import pytest
 
 from core import api, cli
 from core.config import build_config
-from core.runs import slots
-from core.runs.runner import execute
-from core.runs.store import ACTIVE, RUNS_DIR_ENV, STATUSES, RunRecord, RunStore
+from core.runtime import slots
+from core.runtime.runner import execute
+from core.runtime.store import ACTIVE, RUNS_DIR_ENV, STATUSES, RunRecord, RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"threads": 1, "eval_prompts": 8, "eval_samples": 2, "prompts_per_step": 2,
@@ -172,7 +172,8 @@ def test_a_run_stopped_while_queued_never_trains(runs, monkeypatch):
 def test_two_sessions_launching_at_once_get_two_whole_runs(runs, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    monkeypatch.setattr("core.runs.runner._spawn", lambda writer: None)  # folders only, no training
+    # folders only, no training
+    monkeypatch.setattr("core.runtime.runner._spawn", lambda writer: None)
     configs = [build_config("smoke", seed=i % 2) for i in range(16)]
     with ThreadPoolExecutor(2) as pool:  # two browser sessions, clicking at the same moment
         ids = list(pool.map(api.launch, configs))
@@ -184,9 +185,9 @@ def test_two_sessions_launching_at_once_get_two_whole_runs(runs, monkeypatch):
 def test_two_resumes_at_once_continue_the_run_once(runs, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    from core.runs.runner import ResumeError
+    from core.runtime.runner import ResumeError
 
-    monkeypatch.setattr("core.runs.runner._spawn", lambda writer: None)
+    monkeypatch.setattr("core.runtime.runner._spawn", lambda writer: None)
     writer = RunStore(runs).create(build_config("smoke"))
     writer.update_status(status="stopped")
 
@@ -208,7 +209,7 @@ def test_two_resumes_at_once_continue_the_run_once(runs, monkeypatch):
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from core.runs.store import RunWriter
+    from core.runtime.store import RunWriter
     writer, stop = RunWriter(Path(sys.argv[1])), Path(sys.argv[2])
     writer.claim()
     writer.update_status(status="running")

@@ -35,8 +35,8 @@ from core.engine.rollout import (
     score_tokens,
 )
 from core.engine.train import train
-from core.runs import slots
-from core.runs.store import RunStore
+from core.runtime import slots
+from core.runtime.store import RunStore
 from tools.tiny_chat import write_arithmetic_qa, write_chat_model
 
 

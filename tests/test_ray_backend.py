@@ -19,9 +19,9 @@ cluster_utils = pytest.importorskip("ray.cluster_utils")
 
 from core.config import build_config  # noqa: E402
 from core.experiments.sweep import plan_sweep, run_sweep  # noqa: E402
-from core.runs.ray_backend import RayBackend  # noqa: E402
-from core.runs.runner import stop  # noqa: E402
-from core.runs.store import RunStore, read_jsonl  # noqa: E402
+from core.runtime.ray_backend import RayBackend  # noqa: E402
+from core.runtime.runner import stop  # noqa: E402
+from core.runtime.store import RunStore, read_jsonl  # noqa: E402
 
 NODE = {"num_cpus": 1, "include_dashboard": False, "object_store_memory": 80 * 2**20}
 TINY = {"eval_prompts": 8, "eval_samples": 2, "keep_samples": 4, "threads": 1}

@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 from core.config import build_config
-from core.runs.ray_backend import RunSink
-from core.runs.runner import stop
-from core.runs.store import REMOTE_STOP_FILE, RunStore, read_jsonl
+from core.runtime.ray_backend import RunSink
+from core.runtime.runner import stop
+from core.runtime.store import REMOTE_STOP_FILE, RunStore, read_jsonl
 
 
 def _run(tmp_path: Path) -> tuple[RunSink, RunStore, str]:
@@ -75,7 +75,7 @@ def test_a_run_stopped_while_it_waits_for_cpus_ends_at_once(tmp_path: Path) -> N
 
 def test_a_failed_remote_run_continues_here_from_the_checkpoint_it_shipped(
         tmp_path: Path) -> None:
-    from core.runs.runner import reopen
+    from core.runtime.runner import reopen
 
     sink, store, run_id = _run(tmp_path)
     attempt, _, _ = sink.begin(run_id, "node-a")

@@ -11,8 +11,8 @@ import time
 from core import api
 from core.config import build_config
 from core.paths import REPO_ROOT
-from core.runs.runner import launch
-from core.runs.store import ACTIVE, RUNS_DIR_ENV, RunStore, default_runs_dir
+from core.runtime.runner import launch
+from core.runtime.store import ACTIVE, RUNS_DIR_ENV, RunStore, default_runs_dir
 
 RUN_TIMEOUT_S = 300.0  # one smoke step on a busy 2-core machine
 

@@ -7,9 +7,9 @@ import torch
 
 from core.config import build_config
 from core.engine import train as train_module
-from core.runs import slots
-from core.runs.runner import execute
-from core.runs.store import RunStore
+from core.runtime import slots
+from core.runtime.runner import execute
+from core.runtime.store import RunStore
 
 
 @pytest.mark.parametrize(("cores", "training", "cap", "threads"), [

@@ -1,4 +1,4 @@
-"""Tests for core.runs.store: run folders, metrics namespacing, and tolerant reading."""
+"""Tests for core.runtime.store: run folders, metrics namespacing, and tolerant reading."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from core.config import RunConfig
-from core.runs.store import (
+from core.runtime.store import (
     ENDED_UNREPORTED,
     SAFE_ID,
     RunStore,
@@ -52,7 +52,7 @@ def test_create_writes_config_and_status_atomically(store, writer):
     config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
     assert config == RunConfig(recipe="rlcr", seed=3, steps=5)
     status = json.loads((path / "status.json").read_text())
-    assert status["status"] == "queued"  # it waits for a slot (core.runs.slots) before training
+    assert status["status"] == "queued"  # it waits for a slot (core.runtime.slots) before training
     assert status["pid"] == os.getpid()
     assert status["queued_at"] > 0
     assert status["step"] == 0 and status["total_steps"] == 5
@@ -167,7 +167,7 @@ def test_finished_run_with_a_dead_pid_stays_finished(store, writer):
 
 
 def test_run_id_with_trailing_newline_is_rejected(store):
-    # CORE BUG (core/runs/store.py:172): SAFE_ID.match uses `$`, which also matches before a
+    # CORE BUG (core/runtime/store.py:172): SAFE_ID.match uses `$`, which also matches before a
     # trailing "\n", so "abc\n" passes the id check (and delete() then raises
     # FileNotFoundError, not KeyError). Fix: SAFE_ID.fullmatch(run_id) (also in ids()),
     # or end the pattern with \Z.
@@ -207,7 +207,7 @@ def test_missing_config_loads_as_damaged(store):
 @pytest.mark.parametrize(("name", "text"), [("status.json", "[]"), ("status.json", "null"),
                                             ("config.json", "[]")])
 def test_valid_json_that_is_not_an_object_loads_as_damaged(store, writer, name, text):
-    # CORE BUG (core/runs/store.py:189-201): load() only catches OSError/JSONDecodeError, so a
+    # CORE BUG (core/runtime/store.py:189-201): load() only catches OSError/JSONDecodeError, so a
     # status.json of `[]` or `null` raises AttributeError (status.get) and takes list()
     # down with it; a non-object config.json loads and later breaks `list --json`
     # (r.config.get). Fix: after json.loads, return the "damaged" record unless both are

@@ -10,7 +10,7 @@ import torch
 from core.config import RECIPE_NAMES, build_config
 from core.engine.modeling import load_policy
 from core.engine.train import train
-from core.runs.store import RunStore
+from core.runtime.store import RunStore
 from tools.pretrain import build_model, build_tokenizer
 
 
@@ -103,8 +103,8 @@ def test_rlsf_training_is_blind_to_correctness(tmp_path: Path,
 def test_init_from_starts_where_the_other_run_ended(tmp_path: Path) -> None:
     """A run with init_from begins at the other run's final policy, and its reference (the
     adapter off) is that policy too; a chain of two folds both adapters in."""
-    from core.runs.runner import check_init_from
-    from core.runs.store import ADAPTER_FILE
+    from core.runtime.runner import check_init_from
+    from core.runtime.store import ADAPTER_FILE
 
     store = RunStore(tmp_path)
     ids = torch.tensor([[1, 5, 6, 14, 7, 8, 17]])  # <bos>12+34=
@@ -141,7 +141,7 @@ def test_init_from_starts_where_the_other_run_ended(tmp_path: Path) -> None:
 
 
 def test_init_from_refuses_a_missing_or_unfinished_run(tmp_path: Path) -> None:
-    from core.runs.runner import check_init_from
+    from core.runtime.runner import check_init_from
 
     store = RunStore(tmp_path)
     with pytest.raises(ValueError, match="no run"):

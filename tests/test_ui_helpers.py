@@ -4,7 +4,7 @@ the confidence signals' labels."""
 from __future__ import annotations
 
 from core.metrics import SIGNALS
-from core.runs.estimates import Estimate
+from core.runtime.estimates import Estimate
 from ui import choices, common
 from ui.task_source import guess_column
 

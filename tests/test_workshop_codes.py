@@ -12,8 +12,8 @@ import pytest
 from app_helpers import IDS, ok, page, set_status, texts, use_store
 
 from core import api
-from core.runs import codes, workshop
-from core.runs.workshop import WorkshopError
+from core.runtime import codes, workshop
+from core.runtime.workshop import WorkshopError
 
 
 class Clock:
@@ -143,7 +143,7 @@ def test_the_shared_token_no_longer_opens_the_lab_once_codes_exist(room, monkeyp
 def test_a_revoked_code_loses_access_at_its_next_action(room, monkeypatch):
     _, made, _ = room
     resumed = []
-    monkeypatch.setattr("core.runs.runner.resume", lambda run_id, root: resumed.append(run_id))
+    monkeypatch.setattr("core.runtime.runner.resume", lambda run_id, root: resumed.append(run_id))
     at = signed_in(made["alice"], "run", {"run": IDS[1]})
     assert not at.button(key="run_resume").disabled
     workshop.revoke_code("p01")  # from the host's page or the command line, app running
@@ -163,8 +163,8 @@ def test_a_participant_cannot_change_another_persons_run_by_any_input(room, monk
     send any widget value): nothing reaches the run."""
     root, made, _ = room
     calls = []
-    monkeypatch.setattr("core.runs.runner.stop", lambda *a: calls.append(("stop", a)) or True)
-    monkeypatch.setattr("core.runs.runner.resume", lambda *a: calls.append(("resume", a)))
+    monkeypatch.setattr("core.runtime.runner.stop", lambda *a: calls.append(("stop", a)) or True)
+    monkeypatch.setattr("core.runtime.runner.resume", lambda *a: calls.append(("resume", a)))
     set_status(root, IDS[1], owner="alice", status="running", pid=os.getpid())
     at = signed_in(made["bob"], "run", {"run": IDS[1]})
     assert at.button(key="run_stop").disabled
@@ -206,7 +206,7 @@ def test_the_host_page_is_the_hosts_alone(room):
 def test_the_host_sees_the_room_stops_any_run_and_revokes_and_adds_codes(room, monkeypatch):
     root, made, _ = room
     stopped = []
-    monkeypatch.setattr("core.runs.runner.stop", lambda run_id, r: stopped.append(run_id) or 1)
+    monkeypatch.setattr("core.runtime.runner.stop", lambda run_id, r: stopped.append(run_id) or 1)
     set_status(root, IDS[1], owner="alice", status="queued", pid=os.getpid(), queued_at=1.0)
     bob = signed_in(made["bob"], "run", {"run": IDS[2]})
     at = signed_in(made["host"], "host")

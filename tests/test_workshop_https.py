@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from core.runs import codes, serve, workshop
-from core.runs.store import RUNS_DIR_ENV
+from core.runtime import codes, serve, workshop
+from core.runtime.store import RUNS_DIR_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 START_DEADLINE = 120.0  # seconds for Streamlit to start on a busy 2-core machine

@@ -14,9 +14,9 @@ import streamlit as st
 
 from core import api
 from core.metrics import SIGNALS
-from core.runs.estimates import Estimate
-from core.runs.failures import ErrorKind
-from core.runs.store import ENDED_UNREPORTED, RunRecord
+from core.runtime.estimates import Estimate
+from core.runtime.failures import ErrorKind
+from core.runtime.store import ENDED_UNREPORTED, RunRecord
 
 REFRESH_SECONDS = 2.0  # live views poll the run folder this often
 STATUS_COLORS = {"queued": "violet", "running": "blue", "finished": "green", "failed": "red",
@@ -203,7 +203,7 @@ def short_label(r: RunRecord) -> str:
     return f"{recipe_of(r)} s{r.config.get('seed', '?')} ({r.id[-4:]})"
 
 
-# What a student can do about each kind of failure (core.runs.failures.ErrorKind).
+# What a student can do about each kind of failure (core.runtime.failures.ErrorKind).
 ERROR_ADVICE = {
     ErrorKind.OUT_OF_MEMORY: "The model did not fit in memory: lower G, prompts per step or "
                              "the evaluation sizes, or use a smaller model.",

@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 import pyarrow as pa
 
 from core import api
-from core.runs.store import RunRecord, pid_alive
+from core.runtime.store import RunRecord, pid_alive
 
 T = TypeVar("T")
 FILES = ("status.json", "config.json", "tags.json", "metrics.jsonl", "samples.jsonl")

@@ -28,7 +28,7 @@ import torch
 
 from core.config import RunConfig
 from core.files import atomic_file
-from core.runs.store import RunWriter
+from core.runtime.store import RunWriter
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = 1

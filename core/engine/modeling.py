@@ -29,7 +29,7 @@ from core.config import RunConfig
 from core.data.formats import COMPACT, ChatRenderer, Messages, PromptFormat, TagFormat
 from core.engine.checkpoint import load_adapter
 from core.models.model_source import ModelError, ModelSource, check_model
-from core.runs.store import ADAPTER_FILE
+from core.runtime.store import ADAPTER_FILE
 
 
 def mps_available() -> bool:

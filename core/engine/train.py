@@ -25,7 +25,7 @@ from core.engine.rollout import (
     span_confidence,
     with_rows,
 )
-from core.runs.store import ADAPTER_FILE, RunWriter
+from core.runtime.store import ADAPTER_FILE, RunWriter
 
 
 class TrainingError(RuntimeError):

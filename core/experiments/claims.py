@@ -100,7 +100,7 @@ def launch_experiment(spec: Experiment, seeds: Sequence[int], runs_root: Path | 
     root = Path(runs_root).resolve()
     out = root / EXPERIMENTS_FOLDER / f"{spec.name}-{spec.task}-{stamp}"
     out.mkdir(parents=True, exist_ok=False)
-    from core.runs.runner import start_command
+    from core.runtime.runner import start_command
 
     start_command(["experiment", spec.name, "--seeds", ",".join(str(int(s)) for s in seeds),
                    "--runs-dir", str(root), "--out", str(out)], out / LAUNCH_LOG)

@@ -2,7 +2,7 @@
 
 `run_experiment` builds one config per (recipe, seed) from the experiment's shared settings,
 checks them all before anything starts, launches them as ordinary background runs
-(`core.runs.runner.launch`: the slot queue caps how many train at once, across the app, the
+(`core.runtime.runner.launch`: the slot queue caps how many train at once, across the app, the
 CLI and every experiment, and a process that dies is marked failed by the runner's reaper),
 waits while printing progress, then reads the runs back and writes to its output folder:
 `summary.json` (see `core.experiments.aggregation`), `summary.csv` (one row per recipe and
@@ -30,7 +30,7 @@ from typing import Any, TextIO
 from core.config import RunConfig, build_config
 from core.experiments.aggregation import CSV_COLUMNS, build_summary, summary_rows
 from core.experiments.registry import Experiment, find
-from core.runs.store import ACTIVE, RunStore
+from core.runtime.store import ACTIVE, RunStore
 
 POLL_SECONDS = 2.0
 ENDED_OK = ("finished", "stopped")
@@ -121,8 +121,8 @@ def run_jobs(jobs: Sequence[Job], store: RunStore, workers: int, label: str,
     all. A failed run never stops the others. Returns the outcomes in job order and whether
     the user interrupted (Ctrl-C or SIGTERM stops the live runs after their current step).
     `launch` starts one run and returns its id (default: the runner's, on this machine)."""
-    from core.runs.runner import launch as launch_here
-    from core.runs.runner import stop
+    from core.runtime.runner import launch as launch_here
+    from core.runtime.runner import stop
 
     launch = launch or launch_here
 
@@ -220,14 +220,14 @@ class Backend:
 
 def open_backend(name: str, ray_address: str | None = None) -> Backend:
     """This machine (the runner and its shared slot queue), or a Ray cluster
-    (`core.runs.ray_backend`: Ray's resource accounting, rows streamed back here)."""
+    (`core.runtime.ray_backend`: Ray's resource accounting, rows streamed back here)."""
     if name == "local":
-        from core.runs.runner import launch
-        from core.runs.slots import max_runs
+        from core.runtime.runner import launch
+        from core.runtime.slots import max_runs
 
         return Backend(name, lambda cfg, root: launch(cfg, root), max_runs(), lambda: None)
     if name == "ray":
-        from core.runs.ray_backend import RayBackend, ray_available
+        from core.runtime.ray_backend import RayBackend, ray_available
 
         if not ray_available():
             raise ValueError("the ray backend needs the ray package: pip install -r "
@@ -278,8 +278,8 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
     threads is set). Raises
     ConfigError/ModelError/ValueError before anything starts if the settings cannot work."""
     from core.data.task_data import pin_task
-    from core.runs.runner import preflight
-    from core.runs.slots import max_runs, threads_per_run
+    from core.runtime.runner import preflight
+    from core.runtime.slots import max_runs, threads_per_run
 
     spec = find(name)
     name = spec.name  # an alias runs, and is reported, as the experiment it names

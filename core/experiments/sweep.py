@@ -4,8 +4,8 @@
 a bad value, an unknown or duplicate field or an empty grid raises ConfigError naming the
 field and value, and no run folder is made. `run_sweep` launches the plan through the same
 path as a named experiment (`core.experiments.orchestrator.run_jobs`: launch, wait with
-progress, Ctrl-C stops the runs), on this machine (`core.runs.runner`, the shared slot queue)
-or on a Ray cluster (`core.runs.ray_backend`), tags every run with the sweep's tag so the
+progress, Ctrl-C stops the runs), on this machine (`core.runtime.runner`, the shared slot queue)
+or on a Ray cluster (`core.runtime.ray_backend`), tags every run with the sweep's tag so the
 Runs and Compare pages find them, then writes `summary.json`, `summary.csv` and
 `report.html` (`core.experiments.sweep_report`).
 
@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from core.config import FIELDS, ConfigError, RunConfig, build_config
 from core.experiments.aggregation import largest_k, mean_sd, metric_value, metrics_for
-from core.runs.store import RunStore
+from core.runtime.store import RunStore
 
 CONFIRM_ABOVE = 50  # a grid of more runs than this needs an explicit yes
 # Fields a grid may not hold, and what to use instead.
@@ -204,8 +204,8 @@ def run_sweep(plan: SweepPlan, backend: str = "local", *, ray_address: str | Non
     as many CPUs as its threads setting (at least 1)."""
     from core.data.task_data import pin_task
     from core.experiments.orchestrator import Job, open_backend, run_jobs
-    from core.runs.runner import preflight
-    from core.runs.slots import max_runs, threads_per_run
+    from core.runtime.runner import preflight
+    from core.runtime.slots import max_runs, threads_per_run
 
     store = RunStore(Path(RunStore(runs_dir).root).resolve())
     tag = tag or default_tag(plan)

@@ -34,7 +34,7 @@ from typing import Any
 
 from core.config import RunConfig
 from core.files import write_atomically
-from core.runs.failures import ErrorKind
+from core.runtime.failures import ErrorKind
 
 RUNS_DIR_ENV = "CALIBRATION_LAB_RUNS"
 # Tags live beside status.json, not in it: the training process rewrites status.json from
@@ -237,10 +237,10 @@ class RunRecord:
     pid: int | None = None
     train: list[dict[str, Any]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
-    queued_at: float | None = None  # its place in the queue (core.runs.slots)
+    queued_at: float | None = None  # its place in the queue (core.runtime.slots)
     owner: str | None = None  # who launched it, in workshop mode
     checkpoint_step: int | None = None  # where a resume continues from
-    error_kind: str | None = None  # a core.runs.failures.ErrorKind when it failed
+    error_kind: str | None = None  # a core.runtime.failures.ErrorKind when it failed
     backend: str | None = None  # None: trains on this machine; "ray": on a Ray cluster
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Workshop mode: the app served to a room, behind participant codes or one shared token.
 
 Off unless $CALIBRATION_LAB_WORKSHOP is 1 (`make workshop` sets it). Then every page asks
-for a participant code (when the host made codes: core.runs.codes) or for the shared token
+for a participant code (when the host made codes: core.runtime.codes) or for the shared token
 ($CALIBRATION_LAB_TOKEN) and a name; each person may have a few live runs, only the models
 the host allows, never `trust_remote_code`, and may stop, continue, tag or delete only
 their own runs (the host's code: any run). Read from the environment and the code book on
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import EMBEDDED_MODEL
-from core.runs import codes
+from core.runtime import codes
 
 ENABLED_ENV = "CALIBRATION_LAB_WORKSHOP"
 TOKEN_ENV = "CALIBRATION_LAB_TOKEN"

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core.runs.store import default_runs_dir, run_lock
+from core.runtime.store import default_runs_dir, run_lock
 
 FOLDER = ".workshop"  # beside the runs; the store ignores names that are not run ids
 CODES_FILE = "codes.json"

@@ -26,7 +26,7 @@ from typing import Any
 
 from core.config import EMBEDDED_MODEL, ConfigError, RunConfig
 from core.paths import COSTS_FILE
-from core.runs.store import RunRecord
+from core.runtime.store import RunRecord
 
 COST_KEYS = ("startup", "train_sample", "eval_fixed", "eval_sample")  # seconds, see above
 Metrics = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (train rows, eval entries)

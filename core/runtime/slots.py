@@ -20,7 +20,7 @@ from pathlib import Path
 
 from core.config import RunConfig
 from core.models.model_catalog import run_estimate
-from core.runs.store import RunRecord, RunStore
+from core.runtime.store import RunRecord, RunStore
 
 MAX_RUNS_ENV = "CALIBRATION_LAB_MAX_RUNS"
 SLOTS_DIR = ".slots"  # a dot folder: never taken for a run

@@ -48,7 +48,7 @@ from typing import Any
 
 from core.config import RunConfig
 from core.paths import REPO_ROOT
-from core.runs.store import (
+from core.runtime.store import (
     ACTIVE,
     REMOTE_STOP_FILE,
     RunStore,
@@ -198,7 +198,7 @@ def train_remote(sink: Any, run_id: str) -> str:
     scratch folder here, record the end through the sink."""
     import ray
 
-    from core.runs.failures import failure_message
+    from core.runtime.failures import failure_message
 
     node = ray.get_runtime_context().get_node_id()
     started = _wait_for(sink.begin.remote(run_id, node))
@@ -281,7 +281,7 @@ class RayBackend:
     def launch(self, config: RunConfig, root: Path | str | None = None) -> str:
         """Check, create the run folder here (queued), hand it to the sink and submit its
         task; the run holds max(1, threads) CPUs of the cluster."""
-        from core.runs.runner import preflight
+        from core.runtime.runner import preflight
 
         preflight(config)
         store = RunStore(root)

@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 from core.paths import REPO_ROOT
-from core.runs import codes, workshop
-from core.runs.store import RUNS_DIR_ENV
+from core.runtime import codes, workshop
+from core.runtime.store import RUNS_DIR_ENV
 
 CERT_DAYS = 30  # a workshop's certificate; a new one is made when it is gone
 

@@ -1,5 +1,5 @@
 """Starting, stopping and continuing runs: checked before any folder exists, then trained here
-or in a background process that first waits for a slot (core.runs.slots).
+or in a background process that first waits for a slot (core.runtime.slots).
 
 This module does not import torch at module level, so the app can launch runs through it.
 """
@@ -19,9 +19,9 @@ from core.config import RunConfig
 from core.data.task_data import task_for
 from core.models.model_source import check_hub_reachable, check_model
 from core.paths import REPO_ROOT
-from core.runs import slots
-from core.runs.failures import ErrorKind, failure_kind, failure_message
-from core.runs.store import (
+from core.runtime import slots
+from core.runtime.failures import ErrorKind, failure_kind, failure_message
+from core.runtime.store import (
     ACTIVE,
     ADAPTER_FILE,
     ENDED_UNREPORTED,
