@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import RunConfig
+from core.config import FIELDS, RunConfig
 from core.metrics import SIGNALS
 
 
@@ -98,6 +98,28 @@ def pool_calibration(cals: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 # --- the summary ----------------------------------------------------------------------------
+def summary_k_max(finished: Sequence[dict[str, Any]], settings: dict[str, Any]) -> int:
+    """The largest k every finished run's Pass@k reaches; the settings' own largest k when
+    none has finished yet."""
+    known = [k for k in (largest_k(r["evals"]) for r in finished) if k is not None]
+    if known:
+        return min(known)
+    return max(RunConfig.from_dict({k: v for k, v in settings.items() if k in FIELDS}).ks)
+
+
+def run_ends(run: dict[str, Any], metrics: Sequence[Any]) -> dict[str, Any]:
+    """One listed run's common fields: id, status, error, its first and last evaluation's
+    steps and every metric's value there (None where it has no evaluation)."""
+    evals = run.get("evals") or []
+    start, end = (evals[0], evals[-1]) if evals else (None, None)
+    return {"id": run.get("id"), "seed": run["seed"], "status": run.get("status"),
+            "error": run.get("error"),
+            "start_step": start.get("step") if start else None,
+            "end_step": end.get("step") if end else None,
+            "start": {m.key: metric_value(start, m.path) for m in metrics},
+            "end": {m.key: metric_value(end, m.path) for m in metrics}}
+
+
 def build_summary(runs: Sequence[dict[str, Any]], *, task: str, seeds: Sequence[int],
                   recipes: Sequence[str], settings: dict[str, Any], wall_seconds: float,
                   experiment: str, question: str,
@@ -107,23 +129,14 @@ def build_summary(runs: Sequence[dict[str, Any]], *, task: str, seeds: Sequence[
     enter the aggregates (a stopped run ended early); the others are listed with their
     status. `targets` checks the finished summary (its results have `to_dict`)."""
     used = [r for r in runs if r.get("status") == "finished" and r.get("evals")]
-    k_candidates = [largest_k(r["evals"]) for r in used]
-    k_known = [k for k in k_candidates if k is not None]
-    k_max = min(k_known) if k_known else max(RunConfig.from_dict(settings).ks)
+    k_max = summary_k_max(used, settings)
     metrics = metrics_for(k_max)
     listed = []
     for r in runs:
-        evals = r.get("evals") or []
-        start, end = (evals[0], evals[-1]) if evals else (None, None)
-        listed.append({"id": r.get("id"), "recipe": r["recipe"], "seed": r["seed"],
-                       "status": r.get("status"), "error": r.get("error"),
-                       "start_step": start.get("step") if start else None,
-                       "end_step": end.get("step") if end else None,
-                       "start": {m.key: metric_value(start, m.path) for m in metrics},
-                       "end": {m.key: metric_value(end, m.path) for m in metrics},
-                       "min_format_rate": min(rates) if (rates := [
-                           v for e in evals if (v := metric_value(e, ("format_rate",)))
-                           is not None]) else None})
+        rates = [v for e in r.get("evals") or []
+                 if (v := metric_value(e, ("format_rate",))) is not None]
+        listed.append({**run_ends(r, metrics), "recipe": r["recipe"],
+                       "min_format_rate": min(rates) if rates else None})
     aggregates: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     calibration: dict[str, Any] = {}

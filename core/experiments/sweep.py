@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core.config import FIELDS, ConfigError, RunConfig, build_config
-from core.experiments.aggregation import largest_k, mean_sd, metric_value, metrics_for
+from core.experiments.aggregation import (
+    mean_sd,
+    metric_value,
+    metrics_for,
+    run_ends,
+    summary_k_max,
+)
+from core.experiments.orchestrator import ExperimentResult, Job, open_backend, run_jobs
 from core.runtime.store import RunStore
 
 CONFIRM_ABOVE = 50  # a grid of more runs than this needs an explicit yes
@@ -123,19 +130,9 @@ def build_sweep_summary(plan_grid: dict[str, list[Any]], seeds: Sequence[int],
     combination of the grid): mean and sd over its finished seeds of every end metric, and
     the mean curve over training. Unfinished runs are listed, never aggregated."""
     finished = [r for r in runs if r.get("status") == "finished" and r.get("evals")]
-    ks = [k for k in (largest_k(r["evals"]) for r in finished) if k is not None]
-    k_max = min(ks) if ks else max(RunConfig.from_dict(
-        {k: v for k, v in settings.items() if k in FIELDS}).ks)
+    k_max = summary_k_max(finished, settings)
     metrics = metrics_for(k_max)
-    listed = []
-    for r in runs:
-        evals = r.get("evals") or []
-        start, end = (evals[0], evals[-1]) if evals else (None, None)
-        listed.append({"id": r.get("id"), "seed": r["seed"], "params": r["params"],
-                       "status": r.get("status"), "error": r.get("error"),
-                       "end_step": end.get("step") if end else None,
-                       "start": {m.key: metric_value(start, m.path) for m in metrics},
-                       "end": {m.key: metric_value(end, m.path) for m in metrics}})
+    listed = [{**run_ends(r, metrics), "params": r["params"]} for r in runs]
     settings_out = []
     for combo in itertools.product(*plan_grid.values()):
         params = dict(zip(plan_grid, combo, strict=True))
@@ -184,26 +181,14 @@ def write_sweep_outputs(summary: dict[str, Any], out: Path) -> dict[str, Path]:
 
 
 # --- running it -----------------------------------------------------------------------------
-@dataclass
-class SweepResult:
-    out: Path
-    summary: dict[str, Any]
-    interrupted: bool = False
-
-    @property
-    def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.summary["runs"] if r["status"] not in ("finished", "stopped")]
-
-
 def run_sweep(plan: SweepPlan, backend: str = "local", *, ray_address: str | None = None,
               out: Path | str | None = None, runs_dir: Path | str | None = None,
               tag: str | None = None, workers: int | None = None,
-              stream: TextIO = sys.stderr) -> SweepResult:
+              stream: TextIO = sys.stderr) -> ExperimentResult:
     """Train every job of `plan` on `backend` and write the outputs. Local runs share the
     machine's cores (threads = cores ÷ runs at once, unless threads is set); a Ray run holds
     as many CPUs as its threads setting (at least 1)."""
     from core.data.task_data import pin_task
-    from core.experiments.orchestrator import Job, open_backend, run_jobs
     from core.runtime.runner import preflight
     from core.runtime.slots import max_runs, threads_per_run
 
@@ -262,7 +247,7 @@ def run_sweep(plan: SweepPlan, backend: str = "local", *, ray_address: str | Non
     summary["created_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
     summary["runs_dir"] = str(store.root)
     write_sweep_outputs(summary, out)
-    return SweepResult(out, summary, interrupted)
+    return ExperimentResult(out, summary, interrupted)
 
 
 def estimate_seconds(config: dict[str, Any], runs: int, together: int,
