@@ -557,10 +557,11 @@ def estimate_sweep(plan: Any, backend: str, runs: list[RunRecord] | None = None,
                    root: Path | str | None = None) -> estimates.Estimate:
     """Wall time of a sweep: waves of runs at once (this machine's queue cap, or one run per
     core for a Ray started here) times one run's estimate."""
+    from core.runtime.slots import cores as usable_cores
     from core.runtime.slots import max_runs
 
     one = estimate(RunConfig.from_dict(plan.jobs[0].config), runs, root)
-    cores = os.cpu_count() or 1
+    cores = usable_cores()  # the cap's and the thread share's count, not every core
     together = min(len(plan.jobs), max_runs() if backend == "local" else cores)
     waves = math.ceil(len(plan.jobs) / together)
     # each run of a wave gets cores / together threads; a step scales roughly with that

@@ -53,7 +53,7 @@ def test_an_estimate_is_a_range_from_the_lowest_to_the_highest_costs(monkeypatch
 def test_single_thread_cpu_costs_span_one_to_all_threads(monkeypatch):
     monkeypatch.setattr(estimates, "measured_costs", lambda: estimates.Costs(
         COSTS, COSTS, "measured on a test machine", single_thread=True))
-    monkeypatch.setattr(estimates.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(estimates, "cores", lambda: 2)
     est = estimates.estimate(build_config("quick"), [], lambda run_id: ([], []))  # threads 0
     assert (est.low, est.high) == pytest.approx((23.4112 / 2, 23.4112))
     assert "on 2 threads, 1/2 to all of one thread's time" in est.basis

@@ -18,7 +18,6 @@ Once this store has finished runs of the same model, their own step and evaluati
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 from core.config import EMBEDDED_MODEL, ConfigError, RunConfig
 from core.paths import COSTS_FILE
+from core.runtime.slots import cores
 from core.runtime.store import RunRecord
 
 COST_KEYS = ("startup", "train_sample", "eval_fixed", "eval_sample")  # seconds, see above
@@ -119,7 +119,7 @@ def estimate(config: RunConfig, runs: list[RunRecord],
     low, high = run_seconds(config, costs.low), run_seconds(config, costs.high)
     basis = costs.basis
     if costs.single_thread:
-        threads = min(config.threads or os.cpu_count() or 1, os.cpu_count() or 1)
+        threads = min(config.threads or cores(), cores())
         low /= threads
         if threads > 1:
             basis += f"; on {threads} threads, 1/{threads} to all of one thread's time"

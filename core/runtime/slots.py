@@ -215,7 +215,7 @@ def queue_state(runs: list[RunRecord]) -> QueueState:
     try:
         cap = max_runs()
     except ValueError:
-        cap = os.cpu_count() or 1  # the launch itself reports the broken setting
+        cap = cores()  # the launch itself reports the broken setting
     waiting = sorted((r for r in runs if r.status == "queued"),
                      key=lambda r: (r.queued_at or 0.0, r.id))
     return QueueState(cap, sum(r.status == "running" for r in runs), [r.id for r in waiting])
