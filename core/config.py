@@ -27,6 +27,11 @@ GRADER_CHOICES = ("auto", *GRADERS)
 # bounds memory on big models (the tiny model's evaluations fit in one call). The evaluator
 # and the memory estimate both read it here.
 EVAL_ROWS_PER_GENERATE = 1024
+# Memory bounds the engine works within and the memory estimate assumes, here so both read
+# one value: the KV cache one generate call may hold off the GPU, and the float32 logits of
+# one chunk of tokens in the LM head's log-probabilities.
+KV_CACHE_BUDGET_CPU = 4 * 2**30
+LOGITS_CHUNK_BYTES = 256 * 2**20
 
 
 class ConfigError(ValueError):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
+from core.config import KV_CACHE_BUDGET_CPU, LOGITS_CHUNK_BYTES
 from core.data.formats import PromptFormat
 from core.data.tasks import Example, Task
 
@@ -223,7 +224,6 @@ def sample_in_slices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                           for i in range(0, len(examples), per_call)], tokenizer.pad_token_id)
 
 
-KV_CACHE_BUDGET_CPU = 4 * 2**30  # bytes of KV cache per generate call off the GPU
 KV_CACHE_SHARE_GPU = 0.4  # share of the GPU's free memory one generate call's cache may take
 
 
@@ -384,9 +384,6 @@ def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool 
                                         targets.reshape(b * t), with_disparity)
     return TokenScores(logprobs.view(b, t),
                        None if disparity is None else disparity.view(b, t))
-
-
-LOGITS_CHUNK_BYTES = 256 * 2**20  # float32 logits of one chunk of tokens in the LM head
 
 
 def head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

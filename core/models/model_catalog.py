@@ -16,15 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import EVAL_ROWS_PER_GENERATE, RunConfig
+from core.config import (
+    EVAL_ROWS_PER_GENERATE,
+    KV_CACHE_BUDGET_CPU,
+    LOGITS_CHUNK_BYTES,
+    RunConfig,
+)
 from core.models.model_source import ModelError, model_folder, resolve_model
 
 GB = 1e9
 PROMPT_TOKENS_CHAT = 160  # system prompt + a short question, in BPE tokens (assumed)
 PROMPT_TOKENS_EMBEDDED = 12
-# Mirrors of the engine's constants (this module stays torch-free, so it cannot import them).
-KV_CACHE_BUDGET_CPU = 4 * 2**30  # core.engine.rollout.KV_CACHE_BUDGET_CPU
-LOGITS_CHUNK_BYTES = 256 * 2**20  # core.engine.rollout.LOGITS_CHUNK_BYTES
 ACTIVATION_BYTES_PER_HIDDEN = 34  # per token and layer, in 16-bit (Korthikanti et al. 2022)
 RUNTIME_BYTES_CPU = 0.42 * GB  # Python with torch, transformers and peft loaded (measured)
 
