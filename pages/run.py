@@ -175,7 +175,8 @@ def live() -> None:
                   and isinstance(before, int | float) else None)
         col.metric(label, common.fmt_num(value),
                    delta=None if change is None else f"{change:+.3f} vs raw",
-                   delta_color="inverse" if name in ("ece", "brier") else "normal")
+                   delta_color={"ece": "inverse", "brier": "inverse", "auroc": "normal"}
+                   .get(name, "off"))  # lower is better, higher is better, neither
     m[4].metric("accuracy", common.fmt_num(ev.get("accuracy")))
 
     common.follow("run_pk_steps", sorted({steps[0], steps[-1]}), steps)
