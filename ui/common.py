@@ -316,8 +316,14 @@ CALIBRATION_VIEW_HELP = (
     "without any training change, but keeps the ranking, so AUROC barely moves.")
 
 
-# Short labels of the recalibrated entries too, for tables in the post-hoc view.
-SHORT_SIGNAL |= {recalibrated(s): f"{w}, post-hoc" for s, w in SHORT_SIGNAL.items()}
+
+
+def short_signal(entry: str) -> str:
+    """A calibration entry's short label: the signal's, with ", post-hoc" when recalibrated."""
+    posthoc = {recalibrated(s): s for s in SIGNALS}
+    if entry in posthoc:
+        return f"{SHORT_SIGNAL[posthoc[entry]]}, post-hoc"
+    return SHORT_SIGNAL.get(entry, entry)
 
 
 def calibration_entry(signal: str, posthoc: bool) -> str:
@@ -385,7 +391,7 @@ def summary_rows(records: Sequence[RunRecord], signal: str) -> list[dict[str, An
         metrics += [("Pass@1", "pass_at_k/1")] + ([(f"Pass@{ks[-1]}", f"pass_at_k/{ks[-1]}")]
                                                   if ks[-1] != 1 else [])
     metrics += [("token entropy", "entropy"), ("distinct answers", "distinct_answers")]
-    sig = SHORT_SIGNAL.get(signal, signal)
+    sig = short_signal(signal)
     metrics += [(f"{label} ({sig})", f"calibration/{signal}/{key}")
                 for key, label in CAL_LABELS.items() if key != "overconfidence"]
     rows = []
