@@ -17,6 +17,7 @@ import plotly.io as pio
 
 from core import charts
 from core.experiments.aggregation import SIGNAL_WORDS
+from core.experiments.claim_targets import POSTHOC_ARM
 from core.metrics import SIGNALS, raw_half, recalibrated
 
 ANSWER_PROB_COLOR = "#7f7f7f"
@@ -180,7 +181,7 @@ def recalibration_table(summary: dict[str, Any]) -> str:
         for name, entry in ((f"{r}", raw_half), (f"{r} + post-hoc", recalibrated)):
             cells = "".join(f"<td class='num'>{_cell(agg[f'{entry(s)}/{f}']['end'])}</td>"
                             for s in SIGNALS for f in ("ece", "auroc"))
-            bold = name in ("binary + post-hoc", "rlcr")
+            bold = name in (POSTHOC_ARM, "rlcr")  # the claim's comparison
             label = f"<b>{_e(name)}</b>" if bold else _e(name)
             rows.append(f"<tr><th style='color:{_color(r) or '#222'}'>{label}</th>{cells}</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
@@ -329,8 +330,9 @@ def recalibration_figure(summary: dict[str, Any], signal: str) -> go.Figure:
     """Per recipe, the signal's end ECE and AUROC (mean over seeds) on the measuring half:
     raw (hollow) to post-hoc (filled). A monotone map moves a recipe left, not up."""
     def point(agg: dict[str, Any], entry: str) -> tuple[Any, Any]:
-        return tuple((agg.get(f"{entry}/{f}") or {}).get("end", {}).get("mean")
-                     for f in ("ece", "auroc"))  # type: ignore[return-value]
+        ece, auroc = ((agg.get(f"{entry}/{f}") or {}).get("end", {}).get("mean")
+                      for f in ("ece", "auroc"))
+        return ece, auroc
 
     items = [(r, point(agg, raw_half(signal)), point(agg, recalibrated(signal)), _color(r))
              for r, agg in summary["aggregates"].items()]
