@@ -290,6 +290,11 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
         if chain is not None and chain.after not in recipes:
             raise ValueError(f"the arm {arm!r} starts from the {chain.after!r} run: list "
                              f"{chain.after} too")
+    per_arm = sorted({k for v in spec.variants for k in v.settings}
+                     & {k for k, v in (overrides or {}).items() if v is not None})
+    if per_arm:
+        raise ValueError(f"the {name} experiment sets {', '.join(per_arm)} per arm: drop "
+                         "that flag")
     seeds = list(dict.fromkeys(int(s) for s in (spec.seeds if seeds is None else seeds)))
     if not recipes or not seeds:
         raise ValueError("an experiment needs at least one recipe and one seed")
