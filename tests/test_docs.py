@@ -11,6 +11,7 @@ import re
 from core import metrics
 from core.cli import build_parser
 from core.config import FIELDS
+from core.data import judging
 from core.data.tasks import TASKS
 from core.engine import recipes, rollout
 from core.paths import REPO_ROOT
@@ -56,7 +57,7 @@ EVAL_KEYS = re.findall(r'^ {8}"(\w+)":', EVAL_SOURCE, re.M)
 def test_every_name_the_doc_cites_exists_in_the_code():
     """A renamed function or setting breaks this test until the page follows."""
     known = (set(FIELDS) | set(RECIPE_INFO) | _logged_signals()
-             | {n for mod in (metrics, recipes, rollout) for n in dir(mod)}
+             | {n for mod in (metrics, recipes, rollout, judging) for n in dir(mod)}
              | set(TASKS) | set(EVAL_KEYS)
              | {"count", "learning_rate", "cosine", "classic", "quick", "mean_prob",
                 "answer_prob"})

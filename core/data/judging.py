@@ -159,16 +159,17 @@ VERDICT_TAG = "verdict"
 ACCEPT, REJECT = "correct", "incorrect"
 _VERDICT = re.compile(rf"<{VERDICT_TAG}>(.*?)</{VERDICT_TAG}>", re.DOTALL | re.IGNORECASE)
 JUDGE_SYSTEM = (
-    "You grade answers. Compare the proposed answer with the reference answer. First reason "
-    "step by step about whether they mean the same thing, then end your reply with exactly "
-    f"one tag: <{VERDICT_TAG}>{ACCEPT}</{VERDICT_TAG}> or "
-    f"<{VERDICT_TAG}>{REJECT}</{VERDICT_TAG}>, and nothing after it.")
+    "You grade answers. Read the response and decide whether its final answer is the "
+    "reference answer. First reason step by step, then end your reply with exactly one tag: "
+    f"<{VERDICT_TAG}>{ACCEPT}</{VERDICT_TAG}> or <{VERDICT_TAG}>{REJECT}</{VERDICT_TAG}>, "
+    "and nothing after it.")
 
 
-def judge_request(question: str, reference: str, answer: str) -> str:
-    """The judge's user message: the question, the reference answer, the proposed answer."""
+def judge_request(question: str, reference: str, response: str) -> str:
+    """The judge's user message: the question, the reference answer and the whole response
+    to grade (its reasoning included, as a judge of the work would read it)."""
     return (f"Question: {question}\nReference answer: {final_part(reference)}\n"
-            f"Proposed answer: {answer}")
+            f"Response to grade: {response}")
 
 
 def read_verdict(text: str) -> bool | None:
