@@ -61,23 +61,23 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_llm_judge_through_the_cli_keeps_its_reasoning(chat, tmp_path, capsys):
-    """`python -m core train --judge llm-judge --judge-model FOLDER`: the judge's replies are
-    stored with the judged samples; a random model's replies carry no verdict tag."""
-    model, qa = chat
-    flags = {"--model": model, "--task": qa, "--judge": "llm-judge", "--judge-model": model,
-             "--judge-max-new-tokens": 12, "--steps": 1, "--threads": 1,
-             "--prompts-per-step": 2, "--group-size": 2, "--max-new-tokens": 12,
+    """`python -m core train --judge llm-judge --judge-model FOLDER`: the embedded policy
+    writes readable answers, so every one goes to the judge (a tiny random chat model); its
+    replies are stored with the judged samples. Noise carries no verdict tag: every verdict
+    is unreadable and rejects."""
+    model, _ = chat
+    flags = {"--judge": "llm-judge", "--judge-model": model, "--judge-max-new-tokens": 12,
+             "--steps": 1, "--threads": 1, "--prompts-per-step": 2, "--group-size": 2,
              "--eval-prompts": 2, "--eval-samples": 2, "--runs-dir": tmp_path}
     assert main(["train", *(str(x) for kv in flags.items() for x in kv)]) == 0
     run_id = capsys.readouterr().out.strip().splitlines()[-1]
-    record = RunStore(tmp_path).load(run_id)
-    row = record.train[0]
-    assert "judge/agreement" in row and "judge/unreadable" in row
+    row = RunStore(tmp_path).load(run_id).train[0]
     judged = [s for s in RunStore(tmp_path).samples(run_id) if s.get("source")]
     asked = [s for s in judged if "judge_reasoning" in s]
-    assert len(judged) == 4 and all(not s["verdict"] for s in judged)  # noise: rejected
-    assert all(isinstance(s["judge_reasoning"], str) for s in asked)
-    assert row["judge/unreadable"] in (None, 1.0)
+    assert len(judged) == 4 and len(asked) == round(4 * row["format_rate"]) > 0
+    assert all(isinstance(s["judge_reasoning"], str) and not s["verdict"] for s in asked)
+    assert row["judge/unreadable"] == 1.0 and row["judge/judged_accuracy"] == 0.0
+    assert row["reward/mean"] == 0.0  # the recipe saw the (rejecting) verdicts
 
 
 def test_rlcr_strict_runs_on_a_chat_model(chat, tmp_path):
