@@ -200,8 +200,11 @@ def _provenance(summary: dict[str, Any]) -> str:
 
 
 def _settings_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
-    return ["<h2>Settings</h2><p>One set of settings for every recipe; only the recipe, the "
-            "seed and a chained arm's starting point differ between runs.</p>",
+    differ = ("the seed and each arm's own settings (listed with the judges)"
+              if summary.get("variants") else
+              "the recipe, the seed and a chained arm's starting point")
+    return ["<h2>Settings</h2><p>One set of settings for every arm; only "
+            f"{differ} differ between runs.</p>",
             _provenance(summary), settings_table(summary["settings"])]
 
 
