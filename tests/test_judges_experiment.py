@@ -106,3 +106,24 @@ def test_a_flag_the_arms_set_themselves_is_refused(tmp_path):
     with pytest.raises(ValueError, match="sets judge per arm"):
         orchestrator.run_experiment("judges", seeds=[0], runs_dir=tmp_path,
                                     overrides={"judge": "exact"})
+
+
+def test_the_report_shows_the_judges_table_and_a_judged_vs_true_chart_per_arm():
+    from core.experiments.report import render_report
+
+    evals = [{"step": 0, "accuracy": 0.2}, {"step": 10, "accuracy": 0.4}]
+    train = [{"step": s, "judge/judged_accuracy": 0.9, "judge/true_accuracy": 0.3,
+              "judge/agreement": 0.4, "judge/youden_j": 0.2, "judge/tpr": 1.0,
+              "judge/fpr": 0.8} for s in (1, 2)]
+    runs = [{"id": f"r{i}", "recipe": "binary", "judge": arm, "seed": 0, "status": "finished",
+             "error": None, "evals": evals, "train_judge": judge_rows(train)}
+            for i, arm in enumerate(("random", "shortcut"))]
+    spec = find("judges")
+    s = build_summary(runs, task="mix", seeds=[0], recipes=["random", "shortcut"],
+                      settings={}, wall_seconds=1.0, experiment="judges", question="?",
+                      targets=spec.targets, arm_key="judge")
+    s["variants"] = {v.arm: v.settings for v in spec.variants}
+    html = render_report(s, spec.title, spec.sections)
+    assert "Judges: verdict beside truth" in html and "judge_fp_rate = 0.67" in html
+    assert html.count("judged vs true accuracy (training)") == 2
+    assert "binary · judge shortcut" in html  # the runs table names each run's judge
