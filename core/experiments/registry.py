@@ -162,7 +162,11 @@ EXPERIMENTS: dict[str, Experiment] = {
     # the pattern of their errors. On `add` the rule passes 0.83 of the wrong answers (the
     # embedded model's errors sit in the middle digits): J = 0.17 would leave too little
     # signal to see any judge teach in a short run, so the task is `mix`. The inverted judge:
-    # TPR 0.3, FPR 0.8, J = -0.5.
+    # TPR 0.3, FPR 0.8, J = -0.5. The classic preset (300 steps, cosine) at lr 3e-4, chosen
+    # on trial seed 100 only: at the classic lr 1e-3 the random judge's noise wrecked the
+    # policy (accuracy 0.273 -> 0.064; the inverted judge's -> 0.000; exact 0.273 -> 0.390,
+    # shortcut 0.273 -> 0.275); at lr 3e-4 exact went 0.273 -> 0.373 and random 0.273 ->
+    # 0.324, without a collapse.
     "judges": Experiment(
         name="judges",
         title="Judges: the pattern of a judge's errors",
@@ -182,6 +186,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         arm_key="judge",
         task="mix",
         preset="classic",
+        extra={"lr": 3e-4},
         targets=judges_targets,
         sections=("claim", "settings", "targets", "judges", "metrics", "curves", "runs"),
         claim=("The pattern of a judge's errors matters more than their rate: random false "
