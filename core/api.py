@@ -505,6 +505,17 @@ def estimate(config: RunConfig, runs: list[RunRecord] | None = None,
                               lambda run_id: _metrics(s.path(run_id) / "metrics.jsonl"))
 
 
+def judge_estimate(config: RunConfig) -> tuple[int, float] | None:
+    """A language-model judge's parameters and the seconds it adds to each training step on
+    this CPU at most; None when its shapes are unknown (a hub model not cached yet)."""
+    from core.models.model_catalog import model_arch
+
+    arch = model_arch(config.judge_model) if config.judge_model.strip() else None
+    if arch is None:
+        return None
+    return arch.params, estimates.judge_seconds_per_step(config, arch.params)
+
+
 def estimate_comparison(runs: list[RunRecord] | None = None,
                         root: Path | str | None = None) -> estimates.Estimate | None:
     """The quick comparison's four runs, launched together on this machine."""

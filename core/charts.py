@@ -107,6 +107,26 @@ def accuracy(train: Sequence[dict[str, Any]], evals: Sequence[dict[str, Any]]) -
     return lines(series, "Accuracy", y_title="accuracy", y_range=(0, 1.02))
 
 
+JUDGED_COLOR, TRUE_COLOR = "#ff7f0e", "#1f77b4"
+
+
+def judged_vs_true(judged: tuple[Sequence[Any], Sequence[Any]],
+                   true: tuple[Sequence[Any], Sequence[Any]],
+                   title: str = "Judged vs true accuracy on training batches") -> go.Figure:
+    """What the judge accepted (the reward the recipe saw) beside what the exact grader
+    accepts on the same training samples, each as (steps, values): a gap that widens is the
+    policy learning the judge's errors (reward hacking)."""
+    return lines([Series("judged (the recipe's verdict)", *judged, JUDGED_COLOR, mode="lines"),
+                  Series("true (exact grader)", *true, TRUE_COLOR, mode="lines")],
+                 title, y_title="accuracy", y_range=(0, 1.02))
+
+
+def judged_vs_true_run(train: Sequence[dict[str, Any]]) -> go.Figure:
+    """judged_vs_true from one run's training rows (its `judge/…` keys)."""
+    return judged_vs_true(column(train, "judge/judged_accuracy"),
+                          column(train, "judge/true_accuracy"))
+
+
 def truncation(train: Sequence[dict[str, Any]], evals: Sequence[dict[str, Any]]) -> go.Figure:
     """Share of completions cut at max_new_tokens before they ended, in training batches and
     in evaluation: near 1, completions end before their tags and carry no signal."""

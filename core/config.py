@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from core.data.grading import GRADERS
+from core.data.judging import JUDGES
 from core.recipe_info import RECIPE_INFO
 
 EMBEDDED_MODEL = "embedded"
@@ -111,6 +112,28 @@ class RunConfig:
                      "papers: docs/science.md.")
     seed: int = _f(0, "Random seed for sampling, LoRA initialisation and the training prompts.",
                    bound=Bound(0, why="numpy's generators take no negative seed"))
+    # --- reward source --------------------------------------------------------------
+    judge: str = _f("exact", "Where the recipe's right/wrong verdict comes from: 'exact' (the "
+                    "task's grader), 'random-judge' (the exact verdict flipped at random at "
+                    "the two rates below: an honest, noisy judge), 'shortcut-judge' (also "
+                    "accepts wrong answers that look right: same digit count and last digit, "
+                    "or for text the same length and last letter; plus the false-negative "
+                    "rate), 'rlcr-strict' (RLCR's reference code's format and answer checks; "
+                    "chat models with reasoning on) or 'llm-judge' (judge_model reasons, then "
+                    "gives a verdict). Truth from the exact grader is logged beside it; "
+                    "evaluations never use the judge. docs/science.md, Judges.")
+    judge_fn_rate: float = _f(0.0, "random-judge and shortcut-judge: the share of right "
+                              "answers the judge rejects (false negatives), drawn per sample.",
+                              bound=Bound(0.0, 1.0, why="a share of right answers"))
+    judge_fp_rate: float = _f(0.0, "random-judge: the share of wrong answers the judge accepts "
+                              "(false positives), drawn per sample. Above 1 - judge_fn_rate "
+                              "the judge prefers wrong answers (Youden's J < 0).",
+                              bound=Bound(0.0, 1.0, why="a share of wrong answers"))
+    judge_model: str = _f("", "llm-judge: the judging model, a local folder or a Hugging Face "
+                          "hub id (a chat model; loaded beside the policy, never trained).")
+    judge_max_new_tokens: int = _f(256, "llm-judge: the longest judge reply, in tokens "
+                                   "(its reasoning and the verdict tag).",
+                                   bound=Bound(1))
     # --- RL loop -------------------------------------------------------------------
     steps: int = _f(100, "Optimiser steps. 0 evaluates the model only.",
                     bound=Bound(0, why="0 evaluates only"))
@@ -341,10 +364,28 @@ def validate(config: RunConfig) -> list[str]:
                  "answer to its own column")
     if not c.dataset_split.strip():
         p.append("dataset_split must name a split, e.g. train")
+    p.extend(judge_problems(c))
     if c.init_from and (c.init_from != c.init_from.strip() or "/" in c.init_from
                         or c.init_from.startswith(".")):
         p.append(f"init_from must be a run id from the run store (no '/', no leading "
                  f"'.'), got {c.init_from!r}")
+    return p
+
+
+def judge_problems(c: Any) -> list[str]:
+    """The reward source's invariants. The rates and judge_model are read only by the judges
+    their help names (the Launch page shows them only there); other judges ignore them."""
+    if c.judge not in JUDGES:
+        return [f"unknown judge {c.judge!r}: choose one of {', '.join(JUDGES)}"]
+    p = []
+    if c.judge == "llm-judge" and not c.judge_model.strip():
+        p.append("llm-judge needs judge_model: a local folder or a hub id of a chat model")
+    if c.judge == "rlcr-strict" and c.model == EMBEDDED_MODEL:
+        p.append("rlcr-strict checks RLCR's tag format, which the embedded model does not "
+                 "write: pick a chat model or another judge")
+    elif c.judge == "rlcr-strict" and not c.reasoning:
+        p.append("rlcr-strict needs reasoning on: RLCR's format check wants a </think> "
+                 "before the answer")
     return p
 
 

@@ -17,6 +17,7 @@ from core.config import (
     help_text,
     widget_limits,
 )
+from core.data.judging import JUDGES, RATE_JUDGES
 from core.recipe_info import RECIPE_INFO
 from ui import choices, common, task_source
 
@@ -27,9 +28,17 @@ FORM_FIELDS = ("task", "recipe", "seed", "steps", "prompts_per_step", "group_siz
                "eval_samples", "wr_lambda", "rlsf_beta", "rlsf_threshold", "rlsf_signal",
                "device", "max_new_tokens", "reasoning", "trust_remote_code", "grader",
                "question_field", "answer_field", "dataset_subset", "dataset_split",
-               "gradient_checkpointing", "generation_batch_size", "init_from")
+               "gradient_checkpointing", "generation_batch_size", "init_from", "judge",
+               "judge_fn_rate", "judge_fp_rate", "judge_model", "judge_max_new_tokens")
 TASKS = {**choices.task_choices(), **task_source.SOURCES}
 MODELS = choices.model_choices()
+
+
+JUDGE_LABELS = {"exact": "exact (the task's grader)",
+                "random-judge": "random judge (unpatterned errors)",
+                "shortcut-judge": "shortcut judge (accepts look-alikes)",
+                "rlcr-strict": "RLCR's reference checks",
+                "llm-judge": "a language model"}
 
 
 def defaults(preset: str) -> dict:
@@ -107,6 +116,23 @@ if recipe == "rlsf":
     r3.selectbox("Answer-span confidence", ["disparity", "mean_prob"], key="launch_rlsf_signal",
                  help=help_text("rlsf_signal"))
 
+st.subheader("Reward source")
+j1, j2, j3 = st.columns(3)
+judge = j1.selectbox("Judge", JUDGES, key="launch_judge", help=help_text("judge"),
+                     format_func=JUDGE_LABELS.get)
+if judge in RATE_JUDGES:
+    number(j2, "False-negative rate", "judge_fn_rate", step=0.05)
+if judge == "random-judge":
+    number(j3, "False-positive rate", "judge_fp_rate", step=0.05)
+if judge == "llm-judge":
+    j2.text_input("Judge model (folder or hub id)", key="launch_judge_model",
+                  help=help_text("judge_model"), placeholder="Qwen/Qwen2.5-0.5B-Instruct")
+    number(j3, "Judge reply tokens", "judge_max_new_tokens", step=64)
+if judge != "exact":
+    st.caption("The recipe sees the judge's verdict where it would see correctness; the "
+               "exact grader's truth is logged beside it every step (the Run page draws both), "
+               "and evaluations always report truth.")
+
 st.subheader("Training")
 t1, t2, t3, t4 = st.columns(4)
 number(t1, "Steps", "steps", step=10)
@@ -149,6 +175,12 @@ detected()
 
 values = {f: st.session_state.get(f"launch_{f}", FIELDS[f].default) for f in FORM_FIELDS}
 values["model"], values["task"] = model, task
+# A setting the chosen judge does not read is recorded at its default, not a stale value.
+for name, used in (("judge_fn_rate", judge in RATE_JUDGES),
+                   ("judge_fp_rate", judge == "random-judge"),
+                   ("judge_model", judge == "llm-judge")):
+    if not used:
+        values[name] = FIELDS[name].default
 try:
     values["pass_k"] = tuple(int(k) for k in pass_k_text.replace(" ", "").split(",") if k)
 except ValueError:
@@ -177,6 +209,17 @@ else:
             f"{config.eval_prompts} prompts × n = {config.eval_samples}.  \nMemory: "
             + (f"**{mem.describe()}**." if mem else "unknown until the model is downloaded.")
             + (f"  \nData: {data}." if data else ""))
+    if config.judge == "llm-judge":
+        judged = api.judge_estimate(config)
+        per_step = (f"up to about {common.fmt_duration(judged[1])} per step on this CPU "
+                    f"({judged[0] / 1e6:.0f} M parameters; measured: a 0.5B model writes "
+                    "about 48 tokens/s here), "
+                    f"{common.fmt_duration(judged[1] * config.steps)} over the run"
+                    if judged else "its size is unknown until it is downloaded")
+        st.warning(f"The judge writes up to {config.judge_max_new_tokens} tokens for each of "
+                   f"the {config.prompts_per_step * config.group_size} completions of a step: "
+                   f"{per_step}. A real judge (0.5B and up) needs a GPU or patience; the "
+                   "tiny test models only check the plumbing.")
     if model != EMBEDDED_MODEL and config.max_new_tokens < 64:
         st.warning(f"Max new tokens is {config.max_new_tokens}: too short for a chat model's "
                    "<answer> and <confidence> tags. Start from the chat preset or raise it.")

@@ -51,9 +51,16 @@ def filter_samples(samples: list[dict], at: object, outcome: str, text: str,
 
 
 def samples_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per kept completion; a judged run's training samples add where they came
+    from, the judge's verdict beside the truth, and a language-model judge's reasoning."""
+    judged = any("verdict" in s for s in rows)
     return pd.DataFrame([{"step": s["step"], "prompt": s.get("prompt"),
                           "completion": s.get("completion"), "answer": s.get("answer"),
                           "target": s.get("target"), "correct": bool(s.get("correct")),
+                          **({"from": s.get("source", "evaluation"),
+                              "judge said": None if "verdict" not in s
+                              else "correct" if s["verdict"] else "wrong",
+                              "judge's reasoning": s.get("judge_reasoning")} if judged else {}),
                           "verbalized q": s.get("confidence/verbalized"),
                           "answer prob.": s.get("confidence/answer_prob"),
                           "consistency": s.get("confidence/consistency")} for s in rows[:500]])
@@ -116,6 +123,13 @@ def live() -> None:
                 "running. This page follows the run by itself.")
         return
 
+    if r.config.get("judge", "exact") != "exact":  # the reward came from a judge
+        st.plotly_chart(figure((key, "judge"), lambda: charts.judged_vs_true_run(r.train)),
+                        key="run_chart_judge")
+        st.caption(f"Judge: {r.config['judge']}. Judged accuracy is what the recipe was "
+                   "rewarded for; true accuracy is the exact grader's on the same samples. A "
+                   "gap that widens is the policy learning the judge's errors. Judged "
+                   "training completions are in the browser below.")
     c1, c2 = st.columns(2)
     c1.plotly_chart(figure((key, "reward"), lambda: charts.reward(r.train)),
                     key="run_chart_reward")

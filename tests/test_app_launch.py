@@ -164,3 +164,26 @@ def test_launch_offers_finished_runs_with_an_adapter_as_a_starting_point(runs_di
     ok(at)
     (config,) = fake_launch
     assert config.init_from == with_adapter
+
+
+def test_judge_knobs_appear_with_their_judge_and_an_llm_judge_is_estimated(runs_dir, tmp_path):
+    at = page("launch")
+    keys = {w.key for w in at.number_input}
+    assert "launch_judge_fn_rate" not in keys and "launch_judge_fp_rate" not in keys
+    assert at.selectbox(key="launch_judge").help == help_text("judge")
+    at.selectbox(key="launch_judge").set_value("shortcut-judge").run()
+    keys = {w.key for w in at.number_input}
+    assert "launch_judge_fn_rate" in keys and "launch_judge_fp_rate" not in keys
+    at.selectbox(key="launch_judge").set_value("random-judge").run()
+    at.number_input(key="launch_judge_fp_rate").set_value(0.3).run()
+    ok(at)
+    assert "truth is logged beside it" in texts(at)
+    at.selectbox(key="launch_judge").set_value("llm-judge").run()
+    assert "llm-judge needs judge_model" in at.error[0].value  # no model yet: explained
+    from tools.tiny_chat import write_chat_model
+
+    judge = write_chat_model(tmp_path / "judge", "qwen2")
+    at.text_input(key="launch_judge_model").set_value(str(judge)).run()
+    ok(at)
+    warning = " ".join(w.value for w in at.warning)
+    assert "needs a GPU or patience" in warning and "per step on this CPU" in warning

@@ -303,3 +303,39 @@ def test_the_post_hoc_toggle_on_a_run_that_never_logged_it_says_so(runs_dir):
     assert "predate post-hoc recalibration" in texts(at)
     raw = evals_of(RLCR)[-1]["calibration"]["verbalized"]
     assert figure(at, "Confidence histogram")["data"][0]["y"] == raw["hist_correct"]
+
+
+def make_judged(runs_dir) -> None:
+    """The recorded rlcr run as if a shortcut judge had scored it: judged accuracy logged
+    beside the truth, and two judged training completions, one with a judge's reasoning."""
+    folder = runs_dir / RLCR
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "judge": "shortcut-judge"}))
+    path = folder / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        if "train/accuracy" in row:
+            row["train/judge/true_accuracy"] = row["train/accuracy"]
+            row["train/judge/judged_accuracy"] = min(1.0, row["train/accuracy"] + 0.3)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    judged = [{"step": 1, "source": "training (judged)", "prompt": "12+30=", "completion":
+               "52;C9", "answer": "52", "target": "42", "correct": False, "verdict": True,
+               "judge_reasoning": "Both end in 2. <verdict>correct</verdict>"}]
+    with open(folder / "samples.jsonl", "a") as f:
+        f.write("".join(json.dumps(s) + "\n" for s in judged))
+
+
+def test_a_judged_run_draws_judged_beside_true_accuracy_and_shows_the_verdicts(runs_dir):
+    assert not any("Judged vs true" in f["layout"]["title"]["text"]
+                   for f in figures(ok(page("run", {"run": RLCR}))))
+    make_judged(runs_dir)
+    at = ok(page("run", {"run": RLCR}))
+    chart = figure(at, "Judged vs true")
+    judged, true = chart["data"]
+    assert judged["y"] == pytest.approx([min(1.0, t + 0.3) for t in true["y"]])
+    assert len(true["y"]) == len(api.load_run(RLCR).train)
+    at.selectbox(key="run_samples_step").set_value(1).run()
+    table = at.dataframe[0].value
+    row = table[table["from"] == "training (judged)"].iloc[0]
+    assert row["judge said"] == "correct" and not row["correct"]
+    assert "<verdict>correct</verdict>" in row["judge's reasoning"]

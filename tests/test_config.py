@@ -226,3 +226,22 @@ def test_every_number_setting_declares_its_range():
 def test_n_evals_matches_the_training_schedule(steps, every, expected):
     assert RunConfig(steps=steps, eval_every=every).n_evals == expected
     assert RunConfig(steps=steps, eval_every=every, no_eval=True).n_evals == 0
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"judge": "oracle"}, "unknown judge 'oracle': choose one of exact, random-judge"),
+    ({"judge": "llm-judge"}, "llm-judge needs judge_model"),
+    ({"judge": "rlcr-strict"}, "the embedded model does not write"),
+    ({"judge": "rlcr-strict", "model": "some/chat-model", "reasoning": False},
+     "rlcr-strict needs reasoning on"),
+])
+def test_a_judge_that_cannot_work_is_refused_with_how_to_fix_it(values, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(**values)
+
+
+def test_every_judge_that_can_work_is_accepted():
+    assert RunConfig(judge="random-judge", judge_fn_rate=0.1, judge_fp_rate=0.2).judge_fp_rate
+    assert RunConfig(judge="shortcut-judge", judge_fn_rate=0.1).judge == "shortcut-judge"
+    assert RunConfig(judge="llm-judge", judge_model="Qwen/Qwen2.5-0.5B-Instruct").judge_model
+    assert RunConfig(judge="rlcr-strict", model="some/chat-model").judge == "rlcr-strict"

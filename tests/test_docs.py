@@ -11,8 +11,10 @@ import re
 from core import metrics
 from core.cli import build_parser
 from core.config import FIELDS
+from core.data import judging
 from core.data.tasks import TASKS
 from core.engine import recipes, rollout
+from core.experiments.claim_targets import JUDGE_ARMS
 from core.paths import REPO_ROOT
 from core.recipe_info import RECIPE_INFO
 
@@ -56,8 +58,8 @@ EVAL_KEYS = re.findall(r'^ {8}"(\w+)":', EVAL_SOURCE, re.M)
 def test_every_name_the_doc_cites_exists_in_the_code():
     """A renamed function or setting breaks this test until the page follows."""
     known = (set(FIELDS) | set(RECIPE_INFO) | _logged_signals()
-             | {n for mod in (metrics, recipes, rollout) for n in dir(mod)}
-             | set(TASKS) | set(EVAL_KEYS)
+             | {n for mod in (metrics, recipes, rollout, judging) for n in dir(mod)}
+             | set(TASKS) | set(EVAL_KEYS) | set(JUDGE_ARMS)
              | {"count", "learning_rate", "cosine", "classic", "quick", "mean_prob",
                 "answer_prob"})
     cited = set(re.findall(r"`([a-z_][a-z0-9_]*)`", TEXT))

@@ -90,3 +90,14 @@ def test_without_a_readable_costs_file_there_is_no_estimate(tmp_path, monkeypatc
     assert estimates.estimate_group(None, 4) is None
     (tmp_path / "missing.json").write_text('{"low": {}}')  # damaged: keys missing
     assert estimates.measured_costs() is None
+
+
+def test_a_language_model_judge_costs_by_hand():
+    from core.config import build_config
+    from core.runtime.estimates import judge_seconds_per_step
+
+    c = build_config(prompts_per_step=16, group_size=8, judge_max_new_tokens=256)
+    # 16 x 8 replies x 256 tokens at 48 tokens/s for a 494 M model: 682.67 s; half the size,
+    # half the time.
+    assert judge_seconds_per_step(c, 494_000_000) == pytest.approx(16 * 8 * 256 / 48)
+    assert judge_seconds_per_step(c, 247_000_000) == pytest.approx(16 * 8 * 256 / 96)

@@ -59,3 +59,15 @@ def test_every_confidence_signal_has_its_words():
 def test_no_estimate_reads_as_unknown_with_what_to_do():
     assert "unknown" in common.fmt_estimate(None)
     assert "benchmarks/costs.py" in common.fmt_estimate(None)
+
+
+def test_a_run_is_named_by_its_recipe_and_its_judge_when_it_had_one():
+    from core.runtime.store import RunRecord
+
+    def record(**config):
+        return RunRecord("r", "finished", {"recipe": "binary", **config}, None, 1, 1, None,
+                         None)
+
+    assert common.recipe_of(record()) == "binary"  # runs from before judges existed
+    assert common.recipe_of(record(judge="exact")) == "binary"
+    assert common.recipe_of(record(judge="shortcut-judge")) == "binary · shortcut-judge"

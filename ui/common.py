@@ -174,7 +174,9 @@ def status_md(status: str) -> str:
 
 
 def recipe_of(r: RunRecord) -> str:
-    return str(r.config.get("recipe", "?"))
+    """The recipe, and the judge when the reward came from one (`binary · shortcut-judge`)."""
+    judge = r.config.get("judge", "exact")
+    return str(r.config.get("recipe", "?")) + (f" · {judge}" if judge != "exact" else "")
 
 
 def run_label(r: RunRecord, status: bool = False) -> str:

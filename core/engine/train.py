@@ -14,6 +14,7 @@ from core.config import RunConfig, learning_rate
 from core.data.task_data import task_for
 from core.engine.checkpoint import Checkpointer, save_adapter
 from core.engine.evaluate import evaluate
+from core.engine.judges import Judge
 from core.engine.modeling import LoadedModel, load_policy
 from core.engine.recipes import RECIPES, RecipeBatch
 from core.engine.rollout import (
@@ -50,6 +51,7 @@ def train(config: RunConfig, writer: RunWriter,
     task = task_for(config)
     eval_set = task.eval_set(config.eval_prompts)
     recipe = RECIPES[config.recipe]
+    judge = Judge(config, task, loaded.device)  # the reward's verdict; evaluations use truth
     use_disparity = recipe.needs_span_confidence and config.rlsf_signal == "disparity"
     rng = np.random.default_rng(config.seed)  # training prompts
     torch.manual_seed(config.seed)  # rollout sampling
@@ -85,10 +87,12 @@ def train(config: RunConfig, writer: RunWriter,
                                    config.group_size, config.temperature,
                                    config.max_new_tokens, config.generation_batch_size)
         graded = grade(rollout, fmt, task, tokenizer)  # on the model's device, as all below
+        judged = judge(rollout, graded, step)  # graded stays the truth; the recipe sees this
+        seen = judged.graded
         batch = RecipeBatch(  # log-probs from sampling until the scoring pass replaces them
             logprobs=rollout.logprobs, old_logprobs=rollout.logprobs,
-            mask=rollout.completion_mask.float(), correct=graded.correct,
-            confidence=graded.confidence, well_formed=graded.well_formed,
+            mask=rollout.completion_mask.float(), correct=seen.correct,
+            confidence=seen.confidence, well_formed=seen.well_formed,
             group_size=config.group_size, confidence_mask=graded.confidence_mask)
         if recipe.needs_reference(config):
             with torch.no_grad(), model.disable_adapter():
@@ -135,7 +139,8 @@ def train(config: RunConfig, writer: RunWriter,
             "grad_norm": float(grad_norm),
             "seconds": round(time.perf_counter() - t0, 4),
             "rows_scored": float(rows.float().mean()),
-            **result.components}.items()})
+            **judged.metrics, **result.components}.items()})
+        writer.log_samples(step, judged.samples)
         writer.update_status(step=step)
         if config.eval_every and step % config.eval_every == 0 and step != config.steps:
             run_eval(step)

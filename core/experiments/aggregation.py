@@ -140,11 +140,15 @@ def run_ends(run: dict[str, Any], metrics: Sequence[Any]) -> dict[str, Any]:
 def build_summary(runs: Sequence[dict[str, Any]], *, task: str, seeds: Sequence[int],
                   recipes: Sequence[str], settings: dict[str, Any], wall_seconds: float,
                   experiment: str, question: str,
-                  targets: Callable[[dict[str, Any]], Sequence[Any]]) -> dict[str, Any]:
+                  targets: Callable[[dict[str, Any]], Sequence[Any]],
+                  arm_key: str = "recipe") -> dict[str, Any]:
     """Everything the report shows, from runs given as dicts with id, recipe, seed, status,
     error and evals (the store's nested eval entries). Only finished runs with evaluations
     enter the aggregates (a stopped run ended early); the others are listed with their
-    status. `targets` checks the finished summary (its results have `to_dict`)."""
+    status. `targets` checks the finished summary (its results have `to_dict`). Runs are
+    grouped into arms by `arm_key` (the recipe, or e.g. the judge of one recipe's arms);
+    `recipes` lists the arms."""
+    runs = [{**r, "recipe": r[arm_key], "_recipe": r["recipe"]} for r in runs]
     used = [r for r in runs if r.get("status") == "finished" and r.get("evals")]
     k_max = summary_k_max(used, settings)
     metrics = metrics_for(k_max)
@@ -152,14 +156,15 @@ def build_summary(runs: Sequence[dict[str, Any]], *, task: str, seeds: Sequence[
     for r in runs:
         rates = [v for e in r.get("evals") or []
                  if (v := metric_value(e, ("format_rate",))) is not None]
-        listed.append({**run_ends(r, metrics), "recipe": r["recipe"],
+        listed.append({**run_ends(r, metrics), "recipe": r["_recipe"],
+                       **({arm_key: r["recipe"]} if arm_key != "recipe" else {}),
                        "min_format_rate": min(rates) if rates else None})
     aggregates: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     calibration: dict[str, Any] = {}
     for recipe in recipes:
         mine = [r for r in used if r["recipe"] == recipe]
-        rows = [x for x in listed if x["recipe"] == recipe and x["status"] == "finished"
+        rows = [x for x in listed if x[arm_key] == recipe and x["status"] == "finished"
                 and x["start_step"] is not None]
         if not mine:
             continue
@@ -189,6 +194,9 @@ def build_summary(runs: Sequence[dict[str, Any]], *, task: str, seeds: Sequence[
                               for recipe in aggregates},
                "monitor": {recipe: reward_monitor([r for r in used if r["recipe"] == recipe])
                            for recipe in recipes if any(r["recipe"] == recipe for r in used)}}
+    if any(r.get("train_judge") for r in used):
+        summary["judges"] = {arm: judge_summary([r for r in used if r["recipe"] == arm])
+                             for arm in aggregates}
     summary["targets"] = [t.to_dict() for t in targets(summary)]
     return summary
 
@@ -232,3 +240,40 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 CSV_COLUMNS = ("task", "recipe", "metric", "n_seeds", "start_mean", "start_sd", "end_mean",
                "end_sd", "change")
+
+
+# --- judges: the verdict beside the truth over training ---------------------------------------
+JUDGE_KEYS = ("judged_accuracy", "true_accuracy", "agreement", "youden_j", "tpr", "fpr")
+JUDGE_WINDOW = 10  # training steps averaged at each end: one step's batch is small
+
+
+def judge_rows(train: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's training rows reduced to the judge's figures (the `train/judge/…` keys the
+    training loop logs), one per step that logged them."""
+    return [{"step": t["step"], **{k: t.get(f"judge/{k}") for k in JUDGE_KEYS}}
+            for t in train if "judge/agreement" in t]
+
+
+def judge_summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One arm's judge figures, mean ± sd over its runs: each at the start (the mean of a
+    run's first JUDGE_WINDOW training steps, the start model's samples) and the end (its
+    last JUDGE_WINDOW), plus the gap judged − true accuracy at both ends and both curves
+    over training (per step, mean over runs)."""
+    def window(rows: list[dict[str, Any]], key: str, end: bool) -> float | None:
+        part = rows[-JUDGE_WINDOW:] if end else rows[:JUDGE_WINDOW]
+        return mean_sd([r[key] for r in part if isinstance(r.get(key), int | float)])["mean"]
+
+    series = [r.get("train_judge") or [] for r in runs]
+    out: dict[str, Any] = {
+        key: {when: mean_sd([window(rows, key, when == "end") for rows in series if rows])
+              for when in ("start", "end")} for key in JUDGE_KEYS}
+    out["gap"] = {when: mean_sd([
+        None if (j := window(rows, "judged_accuracy", when == "end")) is None
+        or (t := window(rows, "true_accuracy", when == "end")) is None else j - t
+        for rows in series if rows]) for when in ("start", "end")}
+    steps = sorted({row["step"] for rows in series for row in rows})
+    out["curve"] = {"step": steps} | {
+        key: [mean_sd([row.get(key) for rows in series for row in rows
+                       if row["step"] == s])["mean"] for s in steps]
+        for key in ("judged_accuracy", "true_accuracy")}
+    return out

@@ -212,3 +212,85 @@ def calibration_targets(summary: dict[str, Any]) -> list[TargetResult]:
     """The classic experiment's targets (a)-(f), then the post-hoc recalibration claim's."""
     return [*classic_targets(summary), target_posthoc_numbers(summary),
             target_posthoc_knowledge(summary), _posthoc_report(summary)]
+
+
+# --- judges: the pattern of a judge's errors ---------------------------------------------------
+JUDGE_ARMS = ("exact", "random", "shortcut", "inverted")
+RANDOM_GAIN = 0.03  # the random judge still teaches: end ≥ start + this
+SHORTCUT_BELOW = 0.05  # the shortcut judge ends at least this far below the random judge
+
+
+def _judge_fig(summary: dict[str, Any], arm: str, key: str, when: str) -> float | None:
+    """An arm's training-side judge figure (core.experiments.aggregation.judge_summary)."""
+    part = (summary.get("judges") or {}).get(arm, {}).get(key)
+    return part[when]["mean"] if part else None
+
+
+def _gain(summary: dict[str, Any], arm: str) -> float | None:
+    return _drop(_ends(summary, arm, "accuracy")[::-1])  # end − start
+
+
+def target_exact_most(summary: dict[str, Any]) -> TargetResult:
+    title = "The exact grader raises true accuracy the most"
+    if (res := _missing(summary, "exact_most", title, JUDGE_ARMS)) is not None:
+        return res
+    gains = {arm: _gain(summary, arm) for arm in JUDGE_ARMS}
+    others = [a for a in JUDGE_ARMS if a != "exact"]
+    return _verdict("exact_most", title, [
+        Check(f"exact's gain > {arm}'s", f"exact {_fmt(gains['exact'])}, {arm} "
+              f"{_fmt(gains[arm])}", _lt(gains[arm], gains["exact"])) for arm in others])
+
+
+def target_random_learns(summary: dict[str, Any]) -> TargetResult:
+    title = f"The random judge (J > 0) still teaches: true accuracy ≥ start + {RANDOM_GAIN:.2f}"
+    if (res := _missing(summary, "random_learns", title, ["random"])) is not None:
+        return res
+    a0, a1 = _ends(summary, "random", "accuracy")
+    return _verdict("random_learns", title, [
+        Check(f"random end ≥ start + {RANDOM_GAIN:.2f}", f"{_fmt(a0)} → {_fmt(a1)}",
+              _ge(a1, a0 + RANDOM_GAIN) if a0 is not None else False)])
+
+
+def target_shortcut_learnt(summary: dict[str, Any]) -> TargetResult:
+    title = ("The shortcut judge's blind spot is learnt: it ends below the random judge at "
+             "the same agreement, and its judged − true gap widens")
+    if (res := _missing(summary, "shortcut_learnt", title, ["shortcut", "random"])) is not None:
+        return res
+    s1, r1 = _ends(summary, "shortcut", "accuracy")[1], _ends(summary, "random", "accuracy")[1]
+    g0, g1 = (_judge_fig(summary, "shortcut", "gap", w) for w in ("start", "end"))
+    return _verdict("shortcut_learnt", title, [
+        Check(f"shortcut end ≤ random end − {SHORTCUT_BELOW:.2f}",
+              f"shortcut {_fmt(s1)}, random {_fmt(r1)}",
+              _le(s1, r1 - SHORTCUT_BELOW) if r1 is not None else False),
+        Check("shortcut's training gap judged − true accuracy: end > start",
+              f"{_fmt(g0)} → {_fmt(g1)}", _lt(g0, g1))])
+
+
+def target_inverted_unlearns(summary: dict[str, Any]) -> TargetResult:
+    title = "The judge with J < 0 teaches wrong answers: true accuracy ends below the start"
+    if (res := _missing(summary, "inverted_unlearns", title, ["inverted"])) is not None:
+        return res
+    a0, a1 = _ends(summary, "inverted", "accuracy")
+    return _verdict("inverted_unlearns", title, [
+        Check("inverted end < start", f"{_fmt(a0)} → {_fmt(a1)}", _lt(a1, a0))])
+
+
+def _judges_report(summary: dict[str, Any]) -> TargetResult:
+    """Every arm's judge on its first and last training steps: no verdict. The random and
+    shortcut judges' start agreement is the matching the experiment set."""
+    checks = []
+    for arm in summary.get("judges") or {}:
+        vals = [(label, [_judge_fig(summary, arm, key, w) for w in ("start", "end")])
+                for label, key in (("agreement", "agreement"), ("J", "youden_j"),
+                                   ("judged accuracy", "judged_accuracy"),
+                                   ("true accuracy", "true_accuracy"))]
+        checks.append(Check(arm, "; ".join(f"{label} {_fmt(a)} → {_fmt(b)}"
+                                           for label, (a, b) in vals), None))
+    return TargetResult("judge_figures", "Every judge on the training batches, first → last "
+                        "steps", "report", checks)
+
+
+def judges_targets(summary: dict[str, Any]) -> list[TargetResult]:
+    return [target_exact_most(summary), target_random_learns(summary),
+            target_shortcut_learnt(summary), target_inverted_unlearns(summary),
+            _judges_report(summary)]

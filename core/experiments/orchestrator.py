@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core.config import RunConfig, build_config
-from core.experiments.aggregation import CSV_COLUMNS, build_summary, summary_rows
+from core.experiments.aggregation import CSV_COLUMNS, build_summary, judge_rows, summary_rows
 from core.experiments.registry import Experiment, find
 from core.runtime.store import ACTIVE, RunStore
 
@@ -290,6 +290,11 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
         if chain is not None and chain.after not in recipes:
             raise ValueError(f"the arm {arm!r} starts from the {chain.after!r} run: list "
                              f"{chain.after} too")
+    per_arm = sorted({k for v in spec.variants for k in v.settings}
+                     & {k for k, v in (overrides or {}).items() if v is not None})
+    if per_arm:
+        raise ValueError(f"the {name} experiment sets {', '.join(per_arm)} per arm: drop "
+                         "that flag")
     seeds = list(dict.fromkeys(int(s) for s in (spec.seeds if seeds is None else seeds)))
     if not recipes or not seeds:
         raise ValueError("an experiment needs at least one recipe and one seed")
@@ -303,9 +308,10 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
     for seed in seeds:  # every recipe's first seed before any second seed
         first = len(jobs)
         for arm in recipes:
-            chain = spec.chain(arm)
-            cfg = build_config(**{**base, "recipe": chain.recipe if chain else arm,
-                                  "seed": seed})
+            chain, variant = spec.chain(arm), spec.variant(arm)
+            recipe = chain.recipe if chain else spec.recipes[0] if variant else arm
+            cfg = build_config(**{**base, **(variant.settings if variant else {}),
+                                  "recipe": recipe, "seed": seed})
             preflight(cfg, store.root)  # a chained arm's init_from is checked at its launch
             cfg = pin_task(cfg, store.root)  # a task file is copied beside the runs
             after = first + recipes.index(chain.after) if chain else None
@@ -335,14 +341,18 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
                 evals, train = record.evals, record.train
             except KeyError:
                 o.status, o.error = "failed", "run folder vanished"
-        runs.append({"id": o.id, "recipe": o.recipe, "seed": o.seed, "status": o.status,
+        arm = {spec.arm_key: o.recipe, "recipe": spec.recipes[0]} if spec.variants else {
+            "recipe": o.recipe}
+        runs.append({"id": o.id, **arm, "seed": o.seed, "status": o.status,
                      "error": o.error, "evals": evals,
                      "train_reward": [(t["step"], t["reward/mean"]) for t in train
-                                      if isinstance(t.get("reward/mean"), int | float)]})
+                                      if isinstance(t.get("reward/mean"), int | float)],
+                     "train_judge": judge_rows(train)})
     settings = {k: v for k, v in base.items() if k not in ("recipe", "seed")}
     summary = build_summary(runs, task=task, seeds=seeds, recipes=recipes, settings=settings,
                             wall_seconds=wall, experiment=name, question=spec.question,
-                            targets=spec.targets)
+                            targets=spec.targets, arm_key=spec.arm_key)
+    summary["variants"] = {v.arm: v.settings for v in spec.variants if v.arm in recipes}
     summary["experiment_settings"] = spec.settings
     summary["claim"], summary["source"] = spec.claim, spec.source
     summary["chains"] = {c.arm: {"recipe": c.recipe, "after": c.after} for c in spec.chains

@@ -19,6 +19,7 @@ from core.experiments.claim_targets import (
     REWARD_ARM,
     calibration_targets,
     coverage_targets,
+    judges_targets,
     self_feedback_targets,
 )
 from core.experiments.targets import TargetResult
@@ -44,6 +45,14 @@ class MoreClaim:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """An arm that trains the experiment's one recipe with settings of its own on top of the
+    shared ones (the judges experiment: one reward source per arm)."""
+    arm: str  # its name in the summary and the report, and the runs' `arm_key` label
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str  # the CLI's name for it; also the output folder's prefix
     title: str  # the report's heading
@@ -63,14 +72,22 @@ class Experiment:
     # Keys of the targets that decide the claim's verdict; empty: every judged target.
     decides: tuple[str, ...] = ()
     more_claims: tuple[MoreClaim, ...] = ()  # further claims the same runs test
+    variants: tuple[Variant, ...] = ()  # arms of the one recipe with their own settings
+    arm_key: str = "recipe"  # what the summary's runs call their arm (variants: e.g. judge)
 
     @property
     def arms(self) -> tuple[str, ...]:
-        """Every arm: the recipes, then the chained arms."""
+        """Every arm: the variants when there are any; else the recipes, then the chained
+        arms."""
+        if self.variants:
+            return tuple(v.arm for v in self.variants)
         return self.recipes + tuple(c.arm for c in self.chains)
 
     def chain(self, arm: str) -> Chain | None:
         return next((c for c in self.chains if c.arm == arm), None)
+
+    def variant(self, arm: str) -> Variant | None:
+        return next((v for v in self.variants if v.arm == arm), None)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -159,6 +176,51 @@ EXPERIMENTS: dict[str, Experiment] = {
                "training damaged, without labels (code defaults: DPO β 0.2, lr 1e-6, LoRA r "
                "8, pairs with conf_i ≥ 0.9 and conf_i > conf_j)."),
         source="van Niekerk et al. 2025, RLSF (reinforcement learning from self-feedback)",
+    ),
+    # The two imperfect judges are matched on agreement with the exact grader over the start
+    # model's training samples: `python -m tools.judge_agreement --task mix` (the embedded
+    # model, 4096 samples at T = 1): accuracy 0.258, the shortcut judge's FPR 0.670 (no false
+    # negatives), agreement 0.503; a random judge without false negatives matches it at FPR
+    # (1 - 0.503) / (1 - 0.258) = 0.670. Both then have TPR 1 and J = 0.33 and differ only in
+    # the pattern of their errors. On `add` the rule passes 0.83 of the wrong answers (the
+    # embedded model's errors sit in the middle digits): J = 0.17 would leave too little
+    # signal to see any judge teach in a short run, so the task is `mix`. The inverted judge:
+    # TPR 0.3, FPR 0.8, J = -0.5. The classic preset (300 steps, cosine) at lr 3e-4, chosen
+    # on trial seed 100 only: at the classic lr 1e-3 the random judge's noise wrecked the
+    # policy (accuracy 0.273 -> 0.064; the inverted judge's -> 0.000; exact 0.273 -> 0.390,
+    # shortcut 0.273 -> 0.275); at lr 3e-4 exact went 0.273 -> 0.373 and random 0.273 ->
+    # 0.324, without a collapse.
+    "judges": Experiment(
+        name="judges",
+        title="Judges: the pattern of a judge's errors",
+        question=("Trained on a judge's verdicts instead of the exact grader's, does the kind "
+                  "of error matter more than how many: does a judge with random errors only "
+                  "slow learning, while one whose false positives follow a surface rule, at "
+                  "the same agreement, teaches its blind spot, and one with J < 0 teaches "
+                  "wrong answers?"),
+        recipes=("binary",),
+        variants=(
+            Variant("exact", {"judge": "exact"}),
+            Variant("random", {"judge": "random-judge", "judge_fp_rate": 0.670}),
+            Variant("shortcut", {"judge": "shortcut-judge"}),
+            Variant("inverted", {"judge": "random-judge", "judge_fn_rate": 0.7,
+                                 "judge_fp_rate": 0.8}),
+        ),
+        arm_key="judge",
+        task="mix",
+        preset="classic",
+        extra={"lr": 3e-4},
+        targets=judges_targets,
+        sections=("claim", "settings", "targets", "judges", "metrics", "curves", "runs"),
+        claim=("The pattern of a judge's errors matters more than their rate: random false "
+               "negatives and positives only slow learning while Youden's J = TPR − FPR > 0, "
+               "a judge with J < 0 makes the policy learn wrong answers, and systematic false "
+               "positives make the policy learn the judge's blind spot (controlled "
+               "arithmetic; a policy trained against an LLM judge collapsed to the tokens that "
+               "fooled it)."),
+        source=("Egashira et al. 2026; \"Rate or Fate\" 2026; \"One Token to Fool "
+                "LLM-as-a-Judge\" 2025"),
+        claim_title="Judges: random errors slow learning, systematic ones are learnt",
     ),
 }
 # Other names for an experiment: `calibration` is what the classic experiment shows.

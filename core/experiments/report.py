@@ -205,7 +205,9 @@ def targets_html(targets: Sequence[dict[str, Any]]) -> str:
 
 def runs_table(runs: Sequence[dict[str, Any]]) -> str:
     rows = "".join(
-        f"<tr><td>{_e(r['id'] or '—')}</td><td>{_e(r['recipe'])}</td><td>{_e(r['seed'])}</td>"
+        f"<tr><td>{_e(r['id'] or '—')}</td><td>{_e(r['recipe'])}"
+        + (f" · judge {_e(r['judge'])}" if r.get("judge") else "")
+        + f"</td><td>{_e(r['seed'])}</td>"
         f"<td>{_e(r['status'])}</td><td class='num'>{_num(r['start'].get('accuracy'))} → "
         f"{_num(r['end'].get('accuracy'))}</td><td>{_e(r.get('error') or '')}</td></tr>"
         for r in runs)
@@ -227,8 +229,11 @@ def _provenance(summary: dict[str, Any]) -> str:
 
 
 def _settings_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
-    return ["<h2>Settings</h2><p>One set of settings for every recipe; only the recipe, the "
-            "seed and a chained arm's starting point differ between runs.</p>",
+    differ = ("the seed and each arm's own settings (listed with the judges)"
+              if summary.get("variants") else
+              "the recipe, the seed and a chained arm's starting point")
+    return ["<h2>Settings</h2><p>One set of settings for every arm; only "
+            f"{differ} differ between runs.</p>",
             _provenance(summary), settings_table(summary["settings"])]
 
 
@@ -356,12 +361,57 @@ def _recalibration_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
             "</div>"]
 
 
+def judges_table(summary: dict[str, Any]) -> str:
+    """Rows: arms; cells: held-out true accuracy start → end, then the judge on the training
+    batches, first → last steps; mean ± sd over seeds."""
+    judges = summary.get("judges") or {}
+    cols = [("judged accuracy (reward)", "judged_accuracy"), ("true accuracy (train)",
+            "true_accuracy"), ("gap judged − true", "gap"), ("agreement", "agreement"),
+            ("Youden's J", "youden_j"), ("TPR", "tpr"), ("FPR", "fpr")]
+    head = "".join(f"<th>{_e(label)}</th>" for label, _ in cols)
+    rows = "".join(
+        f"<tr><td>{_e(arm)}</td><td class='num'>"
+        f"{_ends(summary['aggregates'].get(arm, {}).get('accuracy', _NONE))}</td>"
+        + "".join(f"<td class='num'>{_ends(j.get(key, _NONE))}</td>" for _, key in cols)
+        + "</tr>" for arm, j in judges.items())
+    return (f"<table><tr><th>judge</th><th>held-out true accuracy</th>{head}</tr>{rows}"
+            "</table>")
+
+
+_NONE = {"start": {"mean": None, "sd": None}, "end": {"mean": None, "sd": None}}
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {v!r}" for k, v in values.items())
+
+
+def _ends(agg: dict[str, Any]) -> str:
+    return f"{_cell(agg['start'])} → {_cell(agg['end'])}"
+
+
+def _judges_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    judges = summary.get("judges") or {}
+    settings = "".join(f"<li><b>{_e(arm)}</b>: <code>{_e(_pairs(values))}</code></li>"
+                       for arm, values in (summary.get("variants") or {}).items())
+    return ["<h2>Judges: verdict beside truth</h2><p>Each arm trains the same recipe on its "
+            "judge's verdicts; the exact grader's truth is logged beside them on every "
+            "training batch, and every evaluation reports truth only. Training-batch figures "
+            "are means over each run's first and last 10 steps (the first are the start "
+            "model's samples: the agreement the imperfect judges were matched on), then over "
+            f"seeds, start → end.</p><ul>{settings}</ul>", judges_table(summary),
+            "<div class='grid'>",
+            *(fig(charts.judged_vs_true((j["curve"]["step"], j["curve"]["judged_accuracy"]),
+                                        (j["curve"]["step"], j["curve"]["true_accuracy"]),
+                                        f"{arm}: judged vs true accuracy (training)"))
+              for arm, j in judges.items()), "</div>"]
+
+
 def _runs_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
     return ["<h2>Runs</h2>", runs_table(summary["runs"])]
 
 
 # Section name -> its HTML; an experiment lists the ones it shows (core.experiments.registry).
-SECTIONS = {"claim": _claim_section, "settings": _settings_section,
+SECTIONS = {"claim": _claim_section, "settings": _settings_section, "judges": _judges_section,
             "targets": _targets_section, "metrics": _metrics_section,
             "spread": _spread_section, "monitor": _monitor_section, "curves": _curves_section,
             "recalibration": _recalibration_section,
@@ -369,7 +419,7 @@ SECTIONS = {"claim": _claim_section, "settings": _settings_section,
             "runs": _runs_section}
 # Nothing to draw without finished runs.
 NEED_FINISHED_RUNS = ("spread", "monitor", "curves", "recalibration", "reliability",
-                      "histograms")
+                      "histograms", "judges")
 
 
 def render_report(summary: dict[str, Any], title: str,

@@ -183,14 +183,21 @@ def run_estimate(config: RunConfig, device: str, prompt_tokens: int | None = Non
     """`estimate_memory` for a run's model on `device` ('cuda', 'cpu', 'mps'): shapes from
     its config.json, else the curated list; None when they are unknown (a hub model outside
     the list that is not cached yet, an unusual architecture)."""
+    arch = model_arch(config.model)
+    if arch is None:
+        return None
+    embedded = resolve_model(config.model).kind == "embedded"
+    return estimate_memory(arch, config, device, embedded, prompt_tokens)
+
+
+def model_arch(name: str) -> Arch | None:
+    """A model's shapes: from its config.json, else the curated list; None when unknown."""
     try:
-        source = resolve_model(config.model)
+        source = resolve_model(name)
     except ModelError:
         return None
     folder = model_folder(source)
     arch = read_arch(folder) if folder is not None else None
-    if arch is None and config.model in CATALOG_BY_ID:
-        arch = CATALOG_BY_ID[config.model].arch
-    if arch is None:
-        return None
-    return estimate_memory(arch, config, device, source.kind == "embedded", prompt_tokens)
+    if arch is None and name in CATALOG_BY_ID:
+        arch = CATALOG_BY_ID[name].arch
+    return arch

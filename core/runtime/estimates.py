@@ -156,3 +156,18 @@ def eta(record: RunRecord) -> float | None:
     return (max(0, steps - record.step) * per_step
             + max(0, total_evals - len(record.evals)) * per_eval)
 
+
+# A language-model judge writes one reply per readable completion of every training step.
+# Measured: a model of Qwen2.5-0.5B's shapes (494 M parameters) generated 48 tokens/s over 16
+# rows on this 2-core CPU (benchmarks/RESULTS.md, "Full-size check"); decoding time is taken
+# to grow with the judge's parameters from there.
+JUDGE_CPU_TOKENS_PER_SECOND = 48.0
+JUDGE_REFERENCE_PARAMS = 494e6
+
+
+def judge_seconds_per_step(config: RunConfig, judge_params: int) -> float:
+    """CPU seconds a language-model judge adds to a training step at most: every completion
+    judged, every reply at full length (judge_max_new_tokens)."""
+    tokens = config.prompts_per_step * config.group_size * config.judge_max_new_tokens
+    return tokens / (JUDGE_CPU_TOKENS_PER_SECOND * JUDGE_REFERENCE_PARAMS / judge_params)
+

@@ -192,6 +192,8 @@ class RunWriter:
         self.append_rows("metrics.jsonl", [row])
 
     def log_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
+        if not samples:  # most training steps keep none
+            return
         self.append_rows("samples.jsonl", [{"step": step, **s} for s in samples])
 
     def update_status(self, **fields: Any) -> None:
