@@ -269,6 +269,31 @@ def mean_sd_lines(series: Sequence[MeanSd], title: str, x_title: str = "step",
     return fig
 
 
+CONSISTENCY_PANELS = (("omega", "McDonald's ω of the repetitions"),
+                      ("accuracy", "Accuracy of the repetitions"))
+
+
+def consistency_vs_temperature(means: Sequence[dict[str, Any]],
+                               colors: dict[str, str] | None = None) -> list[go.Figure]:
+    """Omega and accuracy against temperature, one line per model (mean ± sd over seeds),
+    as two figures meant side by side: a model can be perfectly consistent (ω = 1 at T = 0)
+    and often wrong. `means`: rows {recipe, temperature, METRIC: {mean, sd}}."""
+    names = list(dict.fromkeys(r["recipe"] for r in means))
+    colors = colors or {}
+    figures = []
+    for key, title in CONSISTENCY_PANELS:
+        series = []
+        for i, name in enumerate(names):
+            rows = sorted((r for r in means if r["recipe"] == name),
+                          key=lambda r: r["temperature"])
+            series.append(MeanSd(name, [r["temperature"] for r in rows],
+                                 [r[key]["mean"] for r in rows], [r[key]["sd"] for r in rows],
+                                 colors.get(name) or RECIPE_COLORS.get(name)
+                                 or PALETTE[i % len(PALETTE)]))
+        figures.append(mean_sd_lines(series, title, "temperature", key, (0, 1.02)))
+    return figures
+
+
 # --- sweeps: figures from a sweep summary (core.experiments.sweep.build_sweep_summary) -----
 SWEEP_METRICS = ("accuracy", "verbalized/ece", "verbalized/auroc", "answer_prob/ece")
 STATE_COLORS = {"planned": "#dddddd", "queued": "#9467bd", "running": "#1f77b4",

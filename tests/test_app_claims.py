@@ -59,7 +59,8 @@ def test_board_lists_every_claim_with_its_statement_and_not_run(runs_dir: Path) 
     shown = texts(at)
     for claim in claims.claims():
         assert claim.title in shown and claim.statement[:40] in shown
-    assert {c.experiment for c in claims.claims()} == {"classic", "coverage", "self-feedback"}
+    assert {c.experiment for c in claims.claims()} == {"classic", "coverage", "self-feedback",
+                                                       "consistency"}
     assert shown.count("not run") >= 3
 
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import EMBEDDED_MODEL, PRESETS
+from core.experiments import consistency
 from core.experiments.claim_targets import (
     CHAINED_ARM,
     REWARD_ARM,
+    consistency_targets,
     coverage_targets,
     self_feedback_targets,
 )
@@ -51,6 +53,11 @@ class Experiment:
     claim_title: str = ""  # the claim's name on the board; empty: the title
     # Keys of the targets that decide the claim's verdict; empty: every judged target.
     decides: tuple[str, ...] = ()
+    # A phase after the runs end, (summary, runs folder, output folder, progress stream) ->
+    # what the summary gains; the targets are checked after it. None: training only.
+    measure: Callable[..., dict[str, Any]] | None = None
+    # summary.csv from the summary's `table` with these columns; empty: per recipe and metric.
+    table_columns: tuple[str, ...] = ()
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -136,6 +143,30 @@ EXPERIMENTS: dict[str, Experiment] = {
                "training damaged, without labels (code defaults: DPO β 0.2, lr 1e-6, LoRA r "
                "8, pairs with conf_i ≥ 0.9 and conf_i > conf_j)."),
         source="van Niekerk et al. 2025, RLSF (reinforcement learning from self-feedback)",
+    ),
+    # The runs supply end models only; the measurement is the consistency phase. The classic
+    # preset (the calibration experiment's settings), so rlcr's end model is the calibrated
+    # one that experiment reports; on trial seed 100 each run took about 2 minutes and the
+    # measuring phase ~3 s of CPU per model and temperature.
+    "consistency": Experiment(
+        name="consistency",
+        title="Consistency at T = 0 is not reliability",
+        question=("Does an answer repeated identically at temperature 0 — perfect test-retest "
+                  "agreement — tell you it is right, or is it one draw repeated?"),
+        recipes=("binary", "rlcr"),
+        preset="classic",
+        targets=consistency_targets,
+        sections=("claim", "settings", "targets", "consistency", "runs"),
+        claim=("A fixed seed at temperature 0 repeats the same output, yet it is still one draw "
+               "from the model's distribution: consistency is not reliability. A judge asked "
+               "100 times with 100 seeds had McDonald's ω = 1.0 at T ≈ 0 on every benchmark "
+               "and ≈ 0.46–0.82 at T = 1, while its accuracy stayed well below 100 %."),
+        source=("Schroeder & Wood-Doughty 2024, \"Can You Trust LLM Judgments? Reliability "
+                "of LLM-as-a-Judge\""),
+        claim_title="Consistency at T = 0 is not reliability",
+        decides=("t0_consistent", "omega_falls"),
+        measure=consistency.measure_runs,
+        table_columns=consistency.TABLE_COLUMNS,
     ),
 }
 # Other names for an experiment: `calibration` is what the classic experiment shows.

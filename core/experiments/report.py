@@ -297,6 +297,50 @@ def _monitor_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
             *(fig(monitor_figure(summary, a)) for a in arms), "</div>"]
 
 
+CONSISTENCY_COLUMNS = (("repeatability", "repeatability"), ("omega", "ω"), ("alpha", "α"),
+                       ("accuracy", "accuracy"), ("ece", "verb. ECE"))
+
+
+def consistency_table(means: Sequence[dict[str, Any]]) -> str:
+    """Per model and temperature, mean ± sd over seeds of every consistency measure."""
+    head = "".join(f"<th>{_e(label)}</th>" for _, label in CONSISTENCY_COLUMNS)
+    rows = "".join(f"<tr><td>{_e(r['recipe'])}</td><td class='num'>{r['temperature']:g}</td>"
+                   + "".join(f"<td class='num'>{_cell(r[k])}</td>"
+                             for k, _ in CONSISTENCY_COLUMNS) + "</tr>" for r in means)
+    return f"<table><tr><th>model</th><th>T</th>{head}</tr>{rows}</table>"
+
+
+def _consistency_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    info = summary.get("consistency") or {}
+    plan = info.get("plan") or {}
+    means = summary.get("table_means") or []
+    found = summary.get("batch_determinism") or {}
+    determinism = ("not measured" if not found else
+                   "identical for every model" if found.get("identical") else
+                   "<b>not identical</b> for some model (see Targets)")
+    parts = ["<h2>Consistency against temperature</h2>",
+             f"<p>Each of {plan.get('questions', '?')} held-out questions answered "
+             f"{plan.get('repetitions', '?')} times at every temperature, by the start model "
+             "and each run's end model; repetition r of seed s samples with seed "
+             f"{_e(info.get('repetition_seed') or '?')}, each question from its own stream "
+             "of that seed. T = 0 is greedy decoding. Repeatability = share of questions "
+             "whose outputs were all identical; ω (McDonald, one factor) and α (Cronbach) "
+             "treat the repetitions as items and the questions as subjects, over 0/1 "
+             "correctness; empty where undefined (a repetition right on every question or "
+             "wrong on every one). Verbalized ECE over every answer. Mean ± sd over seeds.</p>",
+             f"<p>Greedy outputs across generation batch sizes: {determinism}. Measuring "
+             f"took {info.get('wall_seconds', '?')} s wall, {info.get('cpu_seconds', '?')} s "
+             f"CPU on {info.get('threads', '?')} thread(s), in its own process beside the "
+             "training queue."
+             + (f" <b>Measurement problem</b>: {_e(info['error'])}." if info.get("error")
+                else "") + "</p>"]
+    if means:
+        parts += ["<div class='pair'>",
+                  *(fig(f) for f in charts.consistency_vs_temperature(means)), "</div>",
+                  consistency_table(means)]
+    return parts
+
+
 def _runs_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
     return ["<h2>Runs</h2>", runs_table(summary["runs"])]
 
@@ -306,7 +350,7 @@ SECTIONS = {"claim": _claim_section, "settings": _settings_section,
             "targets": _targets_section, "metrics": _metrics_section,
             "spread": _spread_section, "monitor": _monitor_section, "curves": _curves_section,
             "reliability": _reliability_section, "histograms": _histograms_section,
-            "runs": _runs_section}
+            "consistency": _consistency_section, "runs": _runs_section}
 # Nothing to draw without finished runs.
 NEED_FINISHED_RUNS = ("spread", "monitor", "curves", "reliability", "histograms")
 
