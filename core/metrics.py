@@ -31,6 +31,7 @@ __all__ = [
     "histogram",
     "mean_pass_at_k",
     "mcdonald_omega",
+    "mean_item_correlation",
     "mean_token_entropy",
     "overconfidence",
     "pass_at_k",
@@ -303,6 +304,19 @@ def one_factor_loadings(corr: np.ndarray) -> np.ndarray:
             break
         h2 = new
     return loadings if loadings.sum() >= 0 else -loadings
+
+
+def mean_item_correlation(scores: ArrayLike) -> float | None:
+    """Mean correlation between two items of scores [subjects, items] (None as in
+    `cronbach_alpha`): with repetitions as items, how far one draw predicts another, the
+    reliability of a single answer. Alpha and omega are the reliability of the sum over every
+    item, which grows with their number (Spearman-Brown: k r / (1 + (k - 1) r))."""
+    x = _item_matrix(scores)
+    if x is None:
+        return None
+    corr = np.corrcoef(x, rowvar=False)  # [k, k]
+    k = corr.shape[0]
+    return float((corr.sum() - np.trace(corr)) / (k * (k - 1)))
 
 
 def mcdonald_omega(scores: ArrayLike) -> float | None:

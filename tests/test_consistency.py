@@ -42,6 +42,10 @@ def test_alpha_and_omega_hand_worked() -> None:
     x = [[1, 1], [0, 1], [0, 0]]
     assert metrics.cronbach_alpha(x) == pytest.approx(2 / 3)
     assert metrics.mcdonald_omega(x) == pytest.approx(2 / 3)
+    assert metrics.mean_item_correlation(x) == pytest.approx(1 / 2)
+    # three items: correlations 1/2 (x1, x2), 1/2 (x2, x3), -1/2 (x1, x3) average 1/6
+    assert metrics.mean_item_correlation([[1, 1, 0], [0, 1, 1], [0, 0, 0]]) == \
+        pytest.approx(1 / 6)
     # one output repeated (T = 0): every item the same column, both exactly 1
     same = np.repeat(np.array([[1.0], [0.0], [1.0], [0.0], [0.0]]), 100, axis=1)
     assert metrics.cronbach_alpha(same) == pytest.approx(1.0)
@@ -53,6 +57,7 @@ def test_alpha_and_omega_are_none_where_undefined() -> None:
     assert metrics.cronbach_alpha([[1, 1], [1, 0], [1, 1]]) is None
     assert metrics.mcdonald_omega([[1, 1], [1, 0], [1, 1]]) is None
     assert metrics.mcdonald_omega(np.ones((4, 3))) is None  # every answer right
+    assert metrics.mean_item_correlation(np.ones((4, 3))) is None
     assert metrics.cronbach_alpha([[1], [0]]) is None  # one item
     assert metrics.cronbach_alpha([[1, 0]]) is None  # one subject
     with pytest.raises(ValueError):

@@ -113,6 +113,7 @@ def measure_one(model: Any, tokenizer: Any, fmt: Any, config: RunConfig, plan: P
             "repeatability": metrics.repeatability(texts),
             "omega": metrics.mcdonald_omega(correct),
             "alpha": metrics.cronbach_alpha(correct),
+            "single_draw_r": metrics.mean_item_correlation(correct),
             "accuracy": float(correct.mean()),
             "ece": metrics.calibration_summary(conf, graded.correct.cpu().numpy()).ece,
             "format_rate": float(graded.well_formed.float().mean()),

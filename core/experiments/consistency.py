@@ -28,7 +28,7 @@ LOG_FILE = "consistency.log"
 DEADLINE_SECONDS = 3_600.0  # a measurement still going after this long is stopped
 POLL_SECONDS = 2.0
 START = "start"  # the table's model name for the starting policy
-METRICS = ("repeatability", "omega", "alpha", "accuracy", "ece")
+METRICS = ("repeatability", "omega", "alpha", "single_draw_r", "accuracy", "ece")
 TABLE_COLUMNS = ("model", "recipe", "seed", "temperature", *METRICS)
 # The check the Run page starts for one run: smaller, so it answers within a minute or two.
 RUN_CHECK_QUESTIONS = 32

@@ -298,7 +298,8 @@ def _monitor_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
 
 
 CONSISTENCY_COLUMNS = (("repeatability", "repeatability"), ("omega", "ω"), ("alpha", "α"),
-                       ("accuracy", "accuracy"), ("ece", "verb. ECE"))
+                       ("single_draw_r", "r between two draws"), ("accuracy", "accuracy"),
+                       ("ece", "verb. ECE"))
 
 
 def consistency_table(means: Sequence[dict[str, Any]]) -> str:
@@ -327,7 +328,10 @@ def _consistency_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
              "whose outputs were all identical; ω (McDonald, one factor) and α (Cronbach) "
              "treat the repetitions as items and the questions as subjects, over 0/1 "
              "correctness; empty where undefined (a repetition right on every question or "
-             "wrong on every one). Verbalized ECE over every answer. Mean ± sd over seeds.</p>",
+             "wrong on every one). ω and α measure the sum of all the repetitions, so they "
+             "grow with their number; the mean correlation between two repetitions is the "
+             "reliability of one answer. Verbalized ECE over every answer. Mean ± sd over "
+             "seeds.</p>",
              f"<p>Greedy outputs across generation batch sizes: {determinism}. Measuring "
              f"took {info.get('wall_seconds', '?')} s wall, {info.get('cpu_seconds', '?')} s "
              f"CPU on {info.get('threads', '?')} thread(s), in its own process beside the "
