@@ -270,14 +270,17 @@ def mean_sd_lines(series: Sequence[MeanSd], title: str, x_title: str = "step",
 
 
 CONSISTENCY_PANELS = (("omega", "McDonald's ω of the repetitions"),
-                      ("accuracy", "Accuracy of the repetitions"))
+                      ("accuracy", "Accuracy of the repetitions"),
+                      ("single_draw_r", "Correlation between two repetitions"))
 
 
 def consistency_vs_temperature(means: Sequence[dict[str, Any]],
                                colors: dict[str, str] | None = None) -> list[go.Figure]:
-    """Omega and accuracy against temperature, one line per model (mean ± sd over seeds),
-    as two figures meant side by side: a model can be perfectly consistent (ω = 1 at T = 0)
-    and often wrong. `means`: rows {recipe, temperature, METRIC: {mean, sd}}."""
+    """Omega, accuracy and the correlation between two repetitions against temperature, one
+    line per model (mean ± sd over seeds); the first two are meant side by side: a model can
+    be perfectly consistent (ω = 1 at T = 0) and often wrong. The third shows what ω over
+    100 repetitions hides: how far one answer predicts another. `means`: rows {recipe,
+    temperature, METRIC: {mean, sd}}."""
     names = list(dict.fromkeys(r["recipe"] for r in means))
     colors = colors or {}
     figures = []
@@ -290,7 +293,8 @@ def consistency_vs_temperature(means: Sequence[dict[str, Any]],
                                  [r[key]["mean"] for r in rows], [r[key]["sd"] for r in rows],
                                  colors.get(name) or RECIPE_COLORS.get(name)
                                  or PALETTE[i % len(PALETTE)]))
-        figures.append(mean_sd_lines(series, title, "temperature", key, (0, 1.02)))
+        figures.append(mean_sd_lines(series, title, "temperature", key,
+                                     (-0.02 if key == "single_draw_r" else 0, 1.02)))
     return figures
 
 

@@ -238,7 +238,7 @@ def consistency_panel() -> None:
                  "run's folder. Check again to retry.")
     if now.means:
         c1, c2 = st.columns(2)
-        omega, accuracy = charts.consistency_vs_temperature(now.means)
+        omega, accuracy, _ = charts.consistency_vs_temperature(now.means)
         c1.plotly_chart(omega, key="run_consistency_omega")
         c2.plotly_chart(accuracy, key="run_consistency_accuracy")
         st.dataframe(pd.DataFrame([{"model": m["recipe"], "T": m["temperature"],

@@ -339,9 +339,9 @@ def _consistency_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
              + (f" <b>Measurement problem</b>: {_e(info['error'])}." if info.get("error")
                 else "") + "</p>"]
     if means:
-        parts += ["<div class='pair'>",
-                  *(fig(f) for f in charts.consistency_vs_temperature(means)), "</div>",
-                  consistency_table(means)]
+        omega, accuracy, single = charts.consistency_vs_temperature(means)
+        parts += ["<div class='pair'>", fig(omega), fig(accuracy), "</div><div class='pair'>",
+                  fig(single), consistency_table(means), "</div>"]
     return parts
 
 
