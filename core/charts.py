@@ -274,15 +274,13 @@ CONSISTENCY_PANELS = (("omega", "McDonald's ω of the repetitions"),
                       ("single_draw_r", "Correlation between two repetitions"))
 
 
-def consistency_vs_temperature(means: Sequence[dict[str, Any]],
-                               colors: dict[str, str] | None = None) -> list[go.Figure]:
+def consistency_vs_temperature(means: Sequence[dict[str, Any]]) -> list[go.Figure]:
     """Omega, accuracy and the correlation between two repetitions against temperature, one
     line per model (mean ± sd over seeds); the first two are meant side by side: a model can
     be perfectly consistent (ω = 1 at T = 0) and often wrong. The third shows what ω over
     100 repetitions hides: how far one answer predicts another. `means`: rows {recipe,
-    temperature, METRIC: {mean, sd}}."""
+    temperature, METRIC: {mean, sd}}; a metric a row lacks (an older summary) is not drawn."""
     names = list(dict.fromkeys(r["recipe"] for r in means))
-    colors = colors or {}
     figures = []
     for key, title in CONSISTENCY_PANELS:
         series = []
@@ -290,9 +288,9 @@ def consistency_vs_temperature(means: Sequence[dict[str, Any]],
             rows = sorted((r for r in means if r["recipe"] == name),
                           key=lambda r: r["temperature"])
             series.append(MeanSd(name, [r["temperature"] for r in rows],
-                                 [r[key]["mean"] for r in rows], [r[key]["sd"] for r in rows],
-                                 colors.get(name) or RECIPE_COLORS.get(name)
-                                 or PALETTE[i % len(PALETTE)]))
+                                 [(r.get(key) or {}).get("mean") for r in rows],
+                                 [(r.get(key) or {}).get("sd") for r in rows],
+                                 RECIPE_COLORS.get(name) or PALETTE[i % len(PALETTE)]))
         figures.append(mean_sd_lines(series, title, "temperature", key,
                                      (-0.02 if key == "single_draw_r" else 0, 1.02)))
     return figures

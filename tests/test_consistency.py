@@ -215,3 +215,6 @@ def test_outputs_carry_the_table_in_csv_and_the_report_draws_it(tmp_path: Path) 
     html = render_report({**summary, "table_means": [], "batch_determinism": {}},
                          spec.title, spec.sections)
     assert "not measured" in html
+    older = [{k: v for k, v in m.items() if k != "single_draw_r"} for m in summary["table_means"]]
+    assert "Consistency against temperature" in render_report(
+        {**summary, "table_means": older}, spec.title, spec.sections)

@@ -306,7 +306,7 @@ def consistency_table(means: Sequence[dict[str, Any]]) -> str:
     """Per model and temperature, mean ± sd over seeds of every consistency measure."""
     head = "".join(f"<th>{_e(label)}</th>" for _, label in CONSISTENCY_COLUMNS)
     rows = "".join(f"<tr><td>{_e(r['recipe'])}</td><td class='num'>{r['temperature']:g}</td>"
-                   + "".join(f"<td class='num'>{_cell(r[k])}</td>"
+                   + "".join(f"<td class='num'>{_cell(r.get(k) or {})}</td>"
                              for k, _ in CONSISTENCY_COLUMNS) + "</tr>" for r in means)
     return f"<table><tr><th>model</th><th>T</th>{head}</tr>{rows}</table>"
 
