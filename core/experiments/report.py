@@ -341,7 +341,7 @@ def _consistency_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
     if means:
         omega, accuracy, single = charts.consistency_vs_temperature(means)
         parts += ["<div class='pair'>", fig(omega), fig(accuracy), "</div><div class='pair'>",
-                  fig(single), consistency_table(means), "</div>"]
+                  fig(single), "<div></div></div>", consistency_table(means)]
     return parts
 
 
