@@ -218,3 +218,63 @@ def test_outputs_carry_the_table_in_csv_and_the_report_draws_it(tmp_path: Path) 
     older = [{k: v for k, v in m.items() if k != "single_draw_r"} for m in summary["table_means"]]
     assert "Consistency against temperature" in render_report(
         {**summary, "table_means": older}, spec.title, spec.sections)
+
+
+class FakeProcess:
+    def __init__(self, polls_until_done: int | None, returncode: int = 0) -> None:
+        self.left, self.returncode, self.terminated = polls_until_done, returncode, False
+
+    def poll(self) -> int | None:
+        if self.left is None:
+            return None
+        self.left -= 1
+        return self.returncode if self.left < 0 else None
+
+    def terminate(self) -> None:
+        self.terminated = True
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.returncode
+
+
+def test_measure_runs_starts_one_process_and_reads_its_table(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    import io
+
+    from core.runtime import runner
+
+    started = []
+
+    def fake_start(targets, out, questions, repetitions, temperatures, log, threads=1):
+        started.append((targets, questions, repetitions, temperatures))
+        out.write_text(json.dumps({"done": True, "cpu_seconds": 5.0, "threads": 1,
+                                   "plan": {"questions": questions},
+                                   "models": [measured(0, "start", "binary", 0.8),
+                                              measured(0, "b0", "binary", 0.9)]}))
+        return FakeProcess(1)
+
+    monkeypatch.setattr(runner, "start_consistency", fake_start)
+    monkeypatch.setattr(cons, "POLL_SECONDS", 0.0)
+    runs = [{"id": "b0", "recipe": "binary", "seed": 0, "status": "finished"}]
+    gained = cons.measure_runs({"runs": runs}, tmp_path, tmp_path, io.StringIO())
+    (targets, questions, repetitions, temperatures), = started
+    assert [(w, p.name) for w, p in targets] == [("start", "b0"), ("end", "b0")]
+    assert (questions, repetitions, temperatures) == (64, 100, (0.0, 0.25, 0.5, 0.75, 1.0))
+    assert len(gained["table"]) == 4 and gained["consistency"]["error"] is None
+    assert gained["batch_determinism"]["identical"]
+    assert cons.measure_runs({"runs": []}, tmp_path, tmp_path,
+                             io.StringIO())["consistency"]["error"]
+
+
+def test_a_measurement_past_its_deadline_is_stopped(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    monkeypatch.setattr(cons, "POLL_SECONDS", 0.0)
+    hung = FakeProcess(None)
+    assert cons.wait_for(hung, tmp_path / "none.json", 3, io.StringIO(), deadline=0.0) \
+        == "stopped after 0 s"
+    assert hung.terminated
+    assert cons.wait_for(FakeProcess(0, returncode=1), tmp_path / "x", 3, io.StringIO()) \
+        == "the measuring process exited 1"
