@@ -29,7 +29,7 @@ VERDICT_BADGES = {"held": ":green-badge[held]", "not held": ":red-badge[not held
                   "running": ":blue-badge[running]", "not run": ":gray-badge[not run]"}
 for claim in api.claims():
     result = api.claim_result(claim)
-    with st.container(border=True, key=f"home_claim_{claim.experiment}"):
+    with st.container(border=True, key=f"home_claim_{claim.key}"):
         st.markdown(f"**{claim.title}** · experiment `{claim.experiment}`")
         st.markdown(f"*Literature* ({claim.source}): {claim.statement}")
         line = f"**This machine:** {VERDICT_BADGES[result.verdict]}"
@@ -45,11 +45,11 @@ for claim in api.claims():
                          query_params={"folder": result.folder.name})
         c1, c2 = st.columns([2, 1])
         seeds = c1.radio("Seeds", list(api.CLAIM_SEED_CHOICES), horizontal=True,
-                         key=f"home_claim_seeds_{claim.experiment}",
+                         key=f"home_claim_seeds_{claim.key}",
                          help="One seed shows the effect in a fraction of the time; the "
                               "report's verdict is a mean over seeds, so three are the "
                               "fair test.")
-        if c2.button("Run this experiment", key=f"home_claim_run_{claim.experiment}",
+        if c2.button("Run this experiment", key=f"home_claim_run_{claim.key}",
                      icon=":material/play_arrow:", disabled=result.verdict == "running"):
             try:
                 folder = api.launch_claim(claim.experiment, api.CLAIM_SEED_CHOICES[seeds])

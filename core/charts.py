@@ -190,6 +190,29 @@ def calibration_over_steps(evals: Sequence[dict[str, Any]], signal: str) -> go.F
     return lines(series, "ECE, Brier and AUROC over training", y_range=(0, 1.02))
 
 
+def before_after(items: Sequence[tuple[str, tuple[Any, Any], tuple[Any, Any], str | None]],
+                 title: str, x_title: str, y_title: str,
+                 labels: tuple[str, str] = ("before", "after")) -> go.Figure:
+    """Each item (name, (x, y) before, (x, y) after, color) as an arrow: a hollow marker
+    before, a filled one after. Items with a missing coordinate are skipped. Drawn for
+    post-hoc recalibration: ECE against AUROC, raw and recalibrated, with AUROC 0.5 dotted
+    (a blind signal)."""
+    fig = go.Figure()
+    for name, a, b, color in items:
+        if any(not isinstance(v, int | float) for v in (*a, *b)):
+            continue
+        fig.add_trace(go.Scatter(
+            x=[a[0], b[0]], y=[a[1], b[1]], name=name, mode="lines+markers",
+            line={"color": color}, marker={"size": [9, 11], "symbol": ["circle-open",
+                                                                          "circle"]},
+            customdata=list(labels),
+            hovertemplate="%{customdata}: %{x:.3f}, %{y:.3f}<extra>" + name + "</extra>"))
+    fig = _layout(fig, title, x_title, y_title, (0.3, 1.02))
+    fig.add_hline(y=0.5, line={"color": "#999999", "dash": "dot", "width": 1})
+    fig.update_xaxes(rangemode="tozero")
+    return fig
+
+
 def spread(evals: Sequence[dict[str, Any]]) -> go.Figure:
     """How spread out the held-out samples are: mean token entropy of the policy (left axis)
     and distinct answers per prompt (right axis). A recipe that concentrates mass lowers both

@@ -35,6 +35,8 @@ __all__ = [
     "mean_token_entropy",
     "overconfidence",
     "pass_at_k",
+    "raw_half",
+    "recalibrated",
     "reliability",
     "repeatability",
 ]
@@ -42,6 +44,18 @@ __all__ = [
 # The confidence signals every evaluation measures, in the order the app offers them:
 # the stated q, the answer span's probability, and agreement among the n samples.
 SIGNALS = ("verbalized", "answer_prob", "consistency")
+
+
+def recalibrated(signal: str) -> str:
+    """The calibration entry of `signal` after post-hoc recalibration (core.recalibration):
+    a monotone map fitted on one half of the held-out prompts, measured on the other."""
+    return f"{signal}_recalibrated"
+
+
+def raw_half(signal: str) -> str:
+    """The calibration entry of the raw `signal` on the half its recalibrated entry is
+    measured on: the like-for-like row beside it (the plain entry covers every prompt)."""
+    return f"{signal}_raw_half"
 
 
 # ---------------------------------------------------------------------------- Pass@k

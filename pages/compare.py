@@ -80,13 +80,21 @@ def comparison() -> None:
 
     catalogue = shared((key, "catalogue"), lambda: common.metric_catalogue(records))
     labels = list(catalogue)
-    c1, c2 = st.columns([2, 1])
+    c1, c2, c3 = st.columns([2, 1, 1])
     metric = c1.selectbox("Metric over steps", labels, key="compare_metric",
                           index=labels.index("ECE — verbalized") if "ECE — verbalized"
                           in labels else 0)
     signal = c2.selectbox("Confidence signal (reliability)", list(common.SIGNAL_LABELS),
                           key="compare_signal", format_func=common.SIGNAL_LABELS.get)
+    posthoc = c3.radio("Calibration", common.CALIBRATION_VIEWS, key="compare_calibration_view",
+                       help=common.CALIBRATION_VIEW_HELP) == common.CALIBRATION_VIEWS[1]
+    if posthoc and not all(common.has_posthoc(r.evals) for r in records if r.evals):
+        st.info("Some of these runs predate post-hoc recalibration: they logged only the raw "
+                "signals, so their calibration figures are missing in this view.")
     source, field = catalogue[metric]
+    if common.calibration_field(field, posthoc) != field:
+        field, metric = common.calibration_field(field, posthoc), f"{metric}, post-hoc"
+    signal = common.calibration_entry(signal, posthoc)
     seed_groups = api.seed_groups(records)
     pooled = any(len(g.ids) > 1 for g in seed_groups) and st.toggle(
         "Mean ± sd over seeds", key="compare_seeds", value=True,
@@ -106,7 +114,7 @@ def comparison() -> None:
                                                   field),
                                 color=col, mode="lines+markers" if source == "eval" else "lines")
                   for n, r, col in zip(names, records, colors, strict=True)]
-        st.plotly_chart(derived.figure((key, "metric", metric), lambda: charts.lines(
+        st.plotly_chart(derived.figure((key, "metric", field), lambda: charts.lines(
             series, metric, y_title=metric)), key="compare_chart_metric")
     st.caption("Runs with the same model, task and seed start from the same step-0 "
                "evaluation, so their first points coincide; they part as training goes on.")

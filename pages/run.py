@@ -134,32 +134,49 @@ def live() -> None:
     ekey = derived.evals_key(r, key)  # these figures change only at evaluations
     steps = [e["step"] for e in r.evals]
     common.follow("run_step", steps[-1], steps)  # the newest, unless the user moved back
-    s1, s2 = st.columns([1, 2])
+    s1, s2, s3 = st.columns([1, 1, 2])
     signal = s1.selectbox("Confidence signal", list(common.SIGNAL_LABELS), key="run_signal",
                           format_func=common.SIGNAL_LABELS.get,
                           help="verbalized: the q the model writes; answer probability: "
                                "π(answer span); consistency: share of the n samples giving "
                                "this answer.")
+    posthoc = s2.radio("Calibration", common.CALIBRATION_VIEWS, key="run_calibration_view",
+                       help=common.CALIBRATION_VIEW_HELP) == common.CALIBRATION_VIEWS[1]
+    shown_signal = common.calibration_entry(signal, posthoc)
     if len(steps) > 1:
-        step = s2.select_slider("Evaluation step", steps, key="run_step")
+        step = s3.select_slider("Evaluation step", steps, key="run_step")
     else:
         step = steps[0]
-        s2.caption(f"One evaluation so far, at step {step}.")
+        s3.caption(f"One evaluation so far, at step {step}.")
     ev = next(e for e in r.evals if e["step"] == step)
+    if posthoc and not common.has_posthoc(r.evals):
+        st.info("This run's evaluations predate post-hoc recalibration: only the raw "
+                "signals were logged. Runs started now log both.")
+        posthoc, shown_signal = False, signal
+    elif posthoc:
+        st.caption("On the half of the held-out prompts the map was not fitted on; the "
+                   "change beside each figure is against the raw signal on that same half.")
     h1, h2 = st.columns(2)
-    h1.plotly_chart(figure((ekey, "hist", step, signal),
-                           lambda: charts.confidence_histogram(ev, signal)), key="run_chart_hist")
+    h1.plotly_chart(figure((ekey, "hist", step, shown_signal),
+                           lambda: charts.confidence_histogram(ev, shown_signal)),
+                    key="run_chart_hist")
     shown = [(f"step {step}", ev, "#1f77b4")]
     if step != steps[0]:  # the starting point, faded, to see how far training moved it
         shown.insert(0, (f"step {steps[0]}", r.evals[0], "#c7c7c7"))
-    h2.plotly_chart(figure((ekey, "rel", step, signal), lambda: charts.reliability(
-        shown, signal, f"Reliability at step {step}")), key="run_chart_rel")
-    cal = (ev.get("calibration") or {}).get(signal) or {}
+    h2.plotly_chart(figure((ekey, "rel", step, shown_signal), lambda: charts.reliability(
+        shown, shown_signal, f"Reliability at step {step}")), key="run_chart_rel")
+    cal = (ev.get("calibration") or {}).get(shown_signal) or {}
+    raw = common.raw_on_half(ev, signal) if posthoc else {}
     m = st.columns(5)
-    m[0].metric("ECE", common.fmt_num(cal.get("ece")))
-    m[1].metric("Brier", common.fmt_num(cal.get("brier")))
-    m[2].metric("AUROC", common.fmt_num(cal.get("auroc")))
-    m[3].metric("mean confidence", common.fmt_num(cal.get("mean_confidence")))
+    for col, (label, name) in zip(m, (("ECE", "ece"), ("Brier", "brier"), ("AUROC", "auroc"),
+                                      ("mean confidence", "mean_confidence")), strict=False):
+        value, before = cal.get(name), raw.get(name)
+        change = (value - before if isinstance(value, int | float)
+                  and isinstance(before, int | float) else None)
+        col.metric(label, common.fmt_num(value),
+                   delta=None if change is None else f"{change:+.3f} vs raw",
+                   delta_color={"ece": "inverse", "brier": "inverse", "auroc": "normal"}
+                   .get(name, "off"))  # lower is better, higher is better, neither
     m[4].metric("accuracy", common.fmt_num(ev.get("accuracy")))
 
     common.follow("run_pk_steps", sorted({steps[0], steps[-1]}), steps)
@@ -169,8 +186,8 @@ def live() -> None:
     p1.plotly_chart(figure((ekey, "passk", tuple(chosen)), lambda: charts.pass_at_k(
         [(f"step {e['step']}", e.get("pass_at_k"), palette[i % len(palette)], "solid")
          for i, e in enumerate(r.evals) if e["step"] in chosen])), key="run_chart_passk")
-    p2.plotly_chart(figure((ekey, "cal", signal),
-                           lambda: charts.calibration_over_steps(r.evals, signal)),
+    p2.plotly_chart(figure((ekey, "cal", shown_signal),
+                           lambda: charts.calibration_over_steps(r.evals, shown_signal)),
                     key="run_chart_cal")
     if any(e.get("entropy") is not None for e in r.evals):  # runs logged before it lack it
         st.plotly_chart(figure((ekey, "spread"), lambda: charts.spread(r.evals)),

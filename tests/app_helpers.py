@@ -81,3 +81,24 @@ def texts(at: AppTest) -> str:
     for kind in ("markdown", "caption", "info", "warning", "error", "success", "title"):
         parts += [str(e.value) for e in at.get(kind)]
     return "\n".join(parts)
+
+
+def add_posthoc(root: Path, run_id: str, ece: float = 0.0123, raw_ece: float = 0.4567) -> None:
+    """Give a recorded run's evaluations the post-hoc recalibration entries runs log now: each
+    signal's entry copied as `<signal>_recalibrated` (ECE `ece`, histograms reversed, so the
+    view in use can be told apart) and as `<signal>_raw_half` (ECE `raw_ece`)."""
+    path = root / run_id / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for row in rows:
+        extra: dict[str, Any] = {}
+        for key, value in row.items():
+            parts = key.split("/")
+            if len(parts) != 4 or parts[:2] != ["eval", "calibration"]:
+                continue
+            post, half = (f"eval/calibration/{parts[2]}_{s}/{parts[3]}"
+                          for s in ("recalibrated", "raw_half"))
+            extra[post] = ece if parts[3] == "ece" else (
+                value[::-1] if parts[3].startswith("hist_") else value)
+            extra[half] = raw_ece if parts[3] == "ece" else value
+        row.update(extra)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -78,7 +78,7 @@ def test_board_shows_verdicts_links_and_a_running_experiment(runs_dir: Path) -> 
     assert ":blue-badge[running]" in shown
     assert at.button(key="home_claim_run_self-feedback").disabled
     links = [e for e in at.get("page_link") if e.proto.label == "Open the report"]
-    assert len(links) == 3
+    assert len(links) == 4  # the classic report serves two claims
 
 
 def test_one_click_runs_the_experiments_own_settings_one_seed_or_three(
@@ -129,6 +129,25 @@ def test_the_calibration_claim_is_decided_by_its_own_targets(tmp_path: Path) -> 
         {"key": k, "title": k, "status": v} for k, v in keys.items()]}))
     claim = next(c for c in claims.claims() if c.experiment == "classic")
     assert claims.latest_result("classic", tmp_path, claim.decides).verdict == "held"
+    assert claims.latest_result("classic", tmp_path).verdict == "not held"
+
+
+def test_the_post_hoc_claim_is_a_second_card_of_the_calibration_experiment(
+        tmp_path: Path) -> None:
+    """Post-hoc recalibration is tested on the calibration experiment's runs, by its own two
+    targets; each card has its own widget key."""
+    cards = claims.claims()
+    assert len({c.key for c in cards}) == len(cards)
+    posthoc = next(c for c in cards if c.key == "classic-posthoc")
+    assert posthoc.experiment == "classic"
+    assert set(posthoc.decides) == {"posthoc_numbers", "posthoc_knowledge"}
+    path = tmp_path / "experiments" / "classic-add-x"
+    path.mkdir(parents=True)
+    keys = {"binary": "PASS", "rlcr": "FAIL", "posthoc_numbers": "PASS",
+            "posthoc_knowledge": "PASS", "posthoc_all": "report"}
+    (path / "summary.json").write_text(json.dumps({"experiment": "classic", "targets": [
+        {"key": k, "title": k, "status": v} for k, v in keys.items()]}))
+    assert claims.latest_result("classic", tmp_path, posthoc.decides).verdict == "held"
     assert claims.latest_result("classic", tmp_path).verdict == "not held"
 
 

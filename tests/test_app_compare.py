@@ -4,7 +4,7 @@ and the start -> end summary that the CSV holds."""
 from __future__ import annotations
 
 import pytest
-from app_helpers import GROUP, IDS, figure, ok, page, use_store
+from app_helpers import GROUP, IDS, add_posthoc, figure, ok, page, texts, use_store
 
 from core import api
 from ui import common
@@ -114,3 +114,26 @@ def test_seeds_of_the_same_settings_pool_into_mean_and_sd(runs_dir):
     assert "±" in table.loc["accuracy"].iloc[0] and "±" not in table.loc["accuracy"].iloc[1]
     at.toggle(key="compare_seeds").set_value(False).run()
     assert len(ok(at).dataframe[0].value.columns) == 3
+
+
+def test_the_post_hoc_toggle_switches_every_calibration_view(runs_dir):
+    for run_id in IDS:
+        add_posthoc(runs_dir, run_id)
+    at = ok(page("compare"))
+    raw = figure(at, "ECE")["data"][0]["y"]
+    at.radio(key="compare_calibration_view").set_value("after post-hoc recalibration").run()
+    ok(at)
+    metric = figure(at, "ECE — verbalized, post-hoc")
+    assert all(y == [0.0123] * len(raw) for y in (t["y"] for t in metric["data"]))
+    rel = figure(at, "Reliability at each run's last evaluation")
+    assert all("ECE 0.01" in t["name"] for t in rel["data"][1:])
+    table = at.dataframe[0].value
+    assert "ECE (verbalized, post-hoc)" in table.index
+    assert "predate" not in texts(at)
+
+
+def test_the_post_hoc_toggle_names_runs_that_never_logged_it(runs_dir):
+    at = page("compare")
+    at.radio(key="compare_calibration_view").set_value("after post-hoc recalibration").run()
+    ok(at)
+    assert "predate post-hoc recalibration" in texts(at)

@@ -7,7 +7,17 @@ import json
 import os
 
 import pytest
-from app_helpers import IDS, figure, figures, ok, page, set_status, texts, use_store
+from app_helpers import (
+    IDS,
+    add_posthoc,
+    figure,
+    figures,
+    ok,
+    page,
+    set_status,
+    texts,
+    use_store,
+)
 
 from core import api
 
@@ -265,3 +275,31 @@ def test_truncation_rate_is_drawn_when_logged_and_left_out_when_not(runs_dir):
     train, held_out = chart["data"]
     assert set(train["y"]) == {0.25} and set(held_out["y"]) == {0.5}
     assert len(train["x"]) == len(api.load_run(RLCR).train)
+
+
+def test_the_post_hoc_toggle_shows_the_recalibrated_signal(runs_dir):
+    add_posthoc(runs_dir, RLCR)
+    evals = evals_of(RLCR)
+    at = ok(page("run", {"run": RLCR}))
+    assert at.radio(key="run_calibration_view").value == "raw"
+    raw = evals[-1]["calibration"]["verbalized"]
+    assert figure(at, "Confidence histogram")["data"][0]["y"] == raw["hist_correct"]
+    at.radio(key="run_calibration_view").set_value("after post-hoc recalibration").run()
+    ok(at)
+    post = evals[-1]["calibration"]["verbalized_recalibrated"]
+    assert figure(at, "Confidence histogram")["data"][0]["y"] == post["hist_correct"]
+    assert post["hist_correct"] != raw["hist_correct"]
+    ece = next(m for m in at.metric if m.label == "ECE")
+    assert ece.value == "0.012"
+    assert ece.delta == f"{0.0123 - 0.4567:+.3f} vs raw"  # against the raw signal, same half
+    cal = figure(at, "ECE, Brier and AUROC")
+    assert cal["data"][0]["y"] == [0.0123] * len(evals)
+
+
+def test_the_post_hoc_toggle_on_a_run_that_never_logged_it_says_so(runs_dir):
+    at = page("run", {"run": RLCR})
+    at.radio(key="run_calibration_view").set_value("after post-hoc recalibration").run()
+    ok(at)
+    assert "predate post-hoc recalibration" in texts(at)
+    raw = evals_of(RLCR)[-1]["calibration"]["verbalized"]
+    assert figure(at, "Confidence histogram")["data"][0]["y"] == raw["hist_correct"]

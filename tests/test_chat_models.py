@@ -25,6 +25,7 @@ from core.engine.rollout import (
     score_tokens,
 )
 from core.engine.train import train
+from core.metrics import SIGNALS, raw_half, recalibrated
 from core.runtime.store import RunStore
 from tools.tiny_chat import write_arithmetic_qa, write_chat_model
 
@@ -152,7 +153,8 @@ def test_the_cli_trains_rlcr_on_a_task_file_end_to_end(models, qa_file, arch, tm
     assert (record.status, [t["step"] for t in record.train]) == ("finished", [1, 2])
     assert [e["step"] for e in record.evals] == [0, 1, 2]
     assert 0.0 <= record.evals[-1]["format_rate"] <= 1.0
-    assert set(record.evals[-1]["calibration"]) == {"verbalized", "answer_prob", "consistency"}
+    assert set(record.evals[-1]["calibration"]) == {
+        entry for s in SIGNALS for entry in (s, recalibrated(s), raw_half(s))}
     assert Path(record.config["task"]).parent == (runs / "datasets").resolve()  # pinned
     samples = RunStore(runs).samples(run_id)
     assert samples and "<answer>" in samples[0]["prompt"]

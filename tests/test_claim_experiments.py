@@ -11,12 +11,15 @@ from core.experiments import orchestrator
 from core.experiments.aggregation import pass_curve, reward_monitor
 from core.experiments.claim_targets import (
     CHAINED_ARM,
+    calibration_targets,
     coverage_targets,
     self_feedback_targets,
     target_chained_calibration,
     target_entropy,
     target_format,
     target_nsr_keeps,
+    target_posthoc_knowledge,
+    target_posthoc_numbers,
     target_psr_narrows,
     target_rlsf_accuracy,
 )
@@ -145,3 +148,55 @@ def test_chained_arm_waits_for_its_run_and_starts_from_it(tmp_path: Path,
     assert launched.index((parent0, "")) < launched.index((outcomes[1].id, parent0))
     assert outcomes[3].id is None and outcomes[3].status == "not started"
     assert "ended failed" in outcomes[3].error
+
+
+# binary's verbalized signal after the map: ECE 0.40 -> 0.07, AUROC 0.56 -> 0.55; rlcr's raw
+# ECE 0.06 and AUROC 0.78 on the same half.
+POSTHOC = {"binary": {"verbalized_raw_half/ece": (0.55, 0.40),
+                      "verbalized_recalibrated/ece": (0.05, 0.07),
+                      "verbalized_raw_half/auroc": (0.58, 0.56),
+                      "verbalized_recalibrated/auroc": (0.57, 0.55)},
+           "rlcr": {"verbalized_raw_half/ece": (0.55, 0.06),
+                    "verbalized_recalibrated/ece": (0.05, 0.04),
+                    "verbalized_raw_half/auroc": (0.58, 0.78),
+                    "verbalized_recalibrated/auroc": (0.57, 0.77)}}
+
+
+def _with(arm: str, metric: str, end: float) -> dict:
+    values = {a: dict(ms) for a, ms in POSTHOC.items()}
+    values[arm][metric] = (values[arm][metric][0], end)
+    return summary_of(values)
+
+
+def test_posthoc_targets_hold_on_the_claimed_pattern() -> None:
+    s = summary_of(POSTHOC)
+    numbers, knowledge = target_posthoc_numbers(s), target_posthoc_knowledge(s)
+    assert (numbers.status, knowledge.status) == ("PASS", "PASS")
+    # 0.07 <= 0.5 x 0.40 and 0.07 <= 0.06 + 0.03; 0.55 <= 0.60 and 0.78 >= 0.55 + 0.05
+    assert numbers.checks[1].measured == "0.070 vs 0.060 + 0.03 = 0.090"
+    assert knowledge.checks[1].measured == "0.780 vs 0.550 + 0.05 = 0.600"
+    report = calibration_targets(s)[-1]
+    assert report.status == "report"
+    assert report.checks[0].label == "binary, verbalized: raw → post-hoc"
+    assert report.checks[0].measured == "ECE 0.400 → 0.070; AUROC 0.560 → 0.550"
+
+
+def test_posthoc_targets_fail_each_check_on_its_own() -> None:
+    far = target_posthoc_numbers(_with("binary", "verbalized_recalibrated/ece", 0.10))
+    assert [c.passed for c in far.checks] == [True, False]  # 0.10 > 0.06 + 0.03
+    barely = target_posthoc_numbers(_with("binary", "verbalized_raw_half/ece", 0.12))
+    assert [c.passed for c in barely.checks] == [False, True]  # 0.07 > 0.5 x 0.12
+    seeing = target_posthoc_knowledge(_with("binary", "verbalized_recalibrated/auroc", 0.62))
+    assert [c.passed for c in seeing.checks] == [False, True]  # 0.78 >= 0.67 still
+    close = target_posthoc_knowledge(_with("rlcr", "verbalized_raw_half/auroc", 0.59))
+    assert [c.passed for c in close.checks] == [True, False]  # 0.59 < 0.55 + 0.05
+
+
+def test_posthoc_targets_are_not_run_without_recalibrated_runs() -> None:
+    old = summary_of({arm: {"verbalized/ece": (0.5, 0.4)} for arm in ("binary", "rlcr")})
+    for target in (target_posthoc_numbers, target_posthoc_knowledge):
+        res = target(old)
+        assert res.status == "not run" and "logged no recalibrated signal" in res.note
+    assert target_posthoc_numbers(summary_of({"binary": POSTHOC["binary"]})).status == "not run"
+    assert [t.key for t in calibration_targets(old)][-3:] == [
+        "posthoc_numbers", "posthoc_knowledge", "posthoc_all"]

@@ -221,7 +221,10 @@ def test_cli_experiment_end_to_end(tmp_path: Path) -> None:
     assert summary["wall_seconds"] > 0
     assert [(r["recipe"], r["seed"]) for r in summary["runs"]] == [("binary", 0), ("nsr", 0)]
     assert all({"id", "recipe", "seed"} <= set(r) for r in summary["runs"])
-    assert len({t["key"] for t in summary["targets"]}) == 6
+    # (a)-(f), then post-hoc recalibration's two judged targets and its report
+    assert [t["key"] for t in summary["targets"]][6:] == [
+        "posthoc_numbers", "posthoc_knowledge", "posthoc_all"]
+    assert "After post-hoc recalibration" in html and "binary + post-hoc" in html
 
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert {(r["recipe"], r["metric"]) for r in rows} >= {("binary", "accuracy"),
@@ -236,7 +239,10 @@ def test_cli_experiment_end_to_end(tmp_path: Path) -> None:
         expected = {"accuracy": (start["accuracy"], end["accuracy"]),
                     "verbalized/ece": (start["calibration"]["verbalized"]["ece"],
                                        end["calibration"]["verbalized"]["ece"]),
-                    "pass@4": (start["pass_at_k"]["4"], end["pass_at_k"]["4"])}
+                    "pass@4": (start["pass_at_k"]["4"], end["pass_at_k"]["4"]),
+                    **{f"verbalized_{e}/ece": (start["calibration"][f"verbalized_{e}"]["ece"],
+                                               end["calibration"][f"verbalized_{e}"]["ece"])
+                       for e in ("recalibrated", "raw_half")}}
         agg = summary["aggregates"][run["recipe"]]
         for metric, (s, e) in expected.items():
             assert (run["start"][metric], run["end"][metric]) == (s, e)

@@ -47,6 +47,13 @@ def test_durations_and_estimates_in_words():
 def test_every_confidence_signal_has_its_words():
     assert tuple(common.SIGNAL_LABELS) == SIGNALS
     assert tuple(common.SHORT_SIGNAL) == SIGNALS
+    assert common.short_signal("answer_prob_recalibrated") == "answer prob., post-hoc"
+    assert common.short_signal("consistency") == "consistency"
+    assert common.calibration_field("calibration/verbalized/ece", True) == \
+        "calibration/verbalized_recalibrated/ece"
+    assert common.calibration_field("calibration/verbalized/ece", False) == \
+        "calibration/verbalized/ece"
+    assert common.calibration_field("accuracy", True) == "accuracy"
 
 
 def test_no_estimate_reads_as_unknown_with_what_to_do():

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from core import api
-from core.metrics import SIGNALS
+from core.metrics import SIGNALS, raw_half, recalibrated
 from core.runtime.estimates import Estimate
 from core.runtime.failures import ErrorKind
 from core.runtime.store import ENDED_UNREPORTED, RunRecord
@@ -306,6 +306,48 @@ SIGNAL_LABELS = {"verbalized": "verbalized (stated q)", "answer_prob": "answer p
                  "consistency": "consistency (agreement of n samples)"}
 SHORT_SIGNAL = {"verbalized": "verbalized", "answer_prob": "answer prob.",
                 "consistency": "consistency"}
+# The Run and Compare pages' toggle: the signals as measured, or after post-hoc recalibration
+# (core.recalibration: a monotone map fitted on half the held-out prompts, shown on the other).
+CALIBRATION_VIEWS = ("raw", "after post-hoc recalibration")
+CALIBRATION_VIEW_HELP = (
+    "After post-hoc recalibration: each evaluation fits a monotone (isotonic) map from the "
+    "signal to the chance of being right on one half of the held-out prompts (a fixed split "
+    "by question) and shows the mapped signal on the other half. It fixes the numbers (ECE) "
+    "without any training change, but keeps the ranking, so AUROC barely moves.")
+
+
+
+
+def short_signal(entry: str) -> str:
+    """A calibration entry's short label: the signal's, with ", post-hoc" when recalibrated."""
+    posthoc = {recalibrated(s): s for s in SIGNALS}
+    if entry in posthoc:
+        return f"{SHORT_SIGNAL[posthoc[entry]]}, post-hoc"
+    return SHORT_SIGNAL.get(entry, entry)
+
+
+def calibration_entry(signal: str, posthoc: bool) -> str:
+    """The eval entry under calibration/ a page shows for `signal` in the chosen view."""
+    return recalibrated(signal) if posthoc else signal
+
+
+def calibration_field(field: str, posthoc: bool) -> str:
+    """An eval metric key in the chosen view: calibration/<signal>/<x> becomes
+    calibration/<signal>_recalibrated/<x> after post-hoc recalibration; others stay."""
+    parts = field.split("/")
+    if posthoc and len(parts) == 3 and parts[0] == "calibration" and parts[1] in SIGNALS:
+        return "/".join([parts[0], recalibrated(parts[1]), parts[2]])
+    return field
+
+
+def has_posthoc(evals: Sequence[dict[str, Any]]) -> bool:
+    """Whether any of these evaluations logged the recalibrated signals (older runs did not)."""
+    return any(recalibrated(SIGNALS[0]) in (e.get("calibration") or {}) for e in evals)
+
+
+def raw_on_half(ev: dict[str, Any], signal: str) -> dict[str, Any]:
+    """The raw signal's calibration entry on the half the recalibrated one is measured on."""
+    return (ev.get("calibration") or {}).get(raw_half(signal)) or {}
 
 
 def metric_catalogue(records: Sequence[RunRecord]) -> dict[str, tuple[str, str]]:
@@ -349,7 +391,7 @@ def summary_rows(records: Sequence[RunRecord], signal: str) -> list[dict[str, An
         metrics += [("Pass@1", "pass_at_k/1")] + ([(f"Pass@{ks[-1]}", f"pass_at_k/{ks[-1]}")]
                                                   if ks[-1] != 1 else [])
     metrics += [("token entropy", "entropy"), ("distinct answers", "distinct_answers")]
-    sig = SHORT_SIGNAL.get(signal, signal)
+    sig = short_signal(signal)
     metrics += [(f"{label} ({sig})", f"calibration/{signal}/{key}")
                 for key, label in CAL_LABELS.items() if key != "overconfidence"]
     rows = []

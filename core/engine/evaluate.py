@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from core import metrics
+from core import metrics, recalibration
 from core.config import EVAL_ROWS_PER_GENERATE, RunConfig
 from core.data.formats import PromptFormat
 from core.data.tasks import Example, Task
@@ -72,6 +72,7 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Pr
                             for row in metrics.consistency(answers) for c in row], dtype=float)
     signals = {"verbalized": s.verbalized, "answer_prob": s.answer_prob,
                "consistency": consistency}
+    measure = recalibration.measuring_mask([e.question for e in examples], n)  # [P * n]
     result = {
         "accuracy": float(s.correct.mean()),
         "greedy_accuracy": float(greedy.correct.mean()),
@@ -83,7 +84,8 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Pr
         "distinct_answers": metrics.distinct_answers(answers),
         "truncation_rate": s.truncation_rate,
         "calibration": {name: metrics.calibration_summary(conf, s.correct).to_dict()
-                        for name, conf in signals.items()},
+                        for name, conf in signals.items()}
+        | recalibration.summaries(signals, s.correct, measure),
     }
     return EvalResult(result, _kept_samples(examples, s, signals, n, config.keep_samples, fmt))
 

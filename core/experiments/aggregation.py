@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.config import FIELDS, RunConfig
-from core.metrics import SIGNALS
+from core.metrics import SIGNALS, raw_half, recalibrated
 
 
 # --- metrics read from one evaluation ------------------------------------------------------
@@ -23,6 +23,22 @@ class Metric:
     key: str  # name in summary.json / summary.csv
     label: str  # name in the report
     path: tuple[str, ...]  # where it sits in an eval entry
+    table: str = "main"  # the report's table that shows it: "main" or "recalibration"
+
+
+SIGNAL_WORDS = {"verbalized": "verbalized", "answer_prob": "answer-prob",
+                "consistency": "consistency"}  # core.metrics.SIGNALS in the report's words
+
+
+def recalibration_metrics() -> list[Metric]:
+    """Per signal, ECE and AUROC of the raw signal on the measuring half of the held-out
+    prompts and of the same signal after post-hoc recalibration (core.recalibration)."""
+    return [Metric(f"{entry}/{field}", f"{SIGNAL_WORDS[sig]} {label} ({how})",
+                   ("calibration", entry, field), "recalibration")
+            for sig in SIGNALS
+            for entry, how in ((raw_half(sig), "raw, measuring half"),
+                               (recalibrated(sig), "post-hoc"))
+            for field, label in (("ece", "ECE ↓"), ("auroc", "AUROC"))]
 
 
 def metrics_for(k_max: int) -> list[Metric]:
@@ -41,6 +57,7 @@ def metrics_for(k_max: int) -> list[Metric]:
         Metric("answer_prob/ece", "answer-prob ECE ↓", ("calibration", "answer_prob", "ece")),
         Metric("answer_prob/overconfidence", "answer-prob overconfidence",
                ("calibration", "answer_prob", "overconfidence")),
+        *recalibration_metrics(),
     ]
 
 
@@ -162,7 +179,8 @@ def build_summary(runs: Sequence[dict[str, Any]], *, task: str, seeds: Sequence[
     summary = {"experiment": experiment, "task": task, "question": question,
                "settings": settings, "seeds": list(seeds), "recipes": list(recipes),
                "wall_seconds": round(wall_seconds, 1), "pass_k_max": k_max,
-               "metrics": [{"key": m.key, "label": m.label} for m in metrics],
+               "metrics": [{"key": m.key, "label": m.label, "table": m.table}
+                           for m in metrics],
                "runs": listed, "aggregates": aggregates, "curves": curves,
                "calibration": calibration,
                "pass_curve": {recipe: {when: pass_curve([r["evals"][i] for r in used

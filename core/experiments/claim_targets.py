@@ -1,4 +1,6 @@
-"""The coverage, self-feedback and consistency experiments' targets: fixed thresholds on a summary.
+"""The claims' targets beyond the classic experiment's own: coverage, self-feedback,
+post-hoc recalibration (checked on the calibration experiment's runs) and
+consistency. Fixed thresholds on a summary.
 
 Like `core.experiments.targets` (whose helpers these reuse), each target reads only the
 summary (`aggregates`, `pass_k_max`, and for the format check the per-run `min_format_rate`),
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.experiments.aggregation import SIGNAL_WORDS
 from core.experiments.targets import (
     Check,
     TargetResult,
@@ -20,10 +23,12 @@ from core.experiments.targets import (
     _lt,
     _missing,
     _verdict,
+    classic_targets,
     mean_of,
     nsr_keeps,
     psr_sharpens,
 )
+from core.metrics import SIGNALS, raw_half, recalibrated
 
 CHAINED_ARM = "rlsf after binary"  # the self-feedback experiment's chained arm
 REWARD_ARM = "binary"  # the reward run the chained arm starts from
@@ -123,6 +128,90 @@ def target_chained_calibration(summary: dict[str, Any]) -> TargetResult:
 def self_feedback_targets(summary: dict[str, Any]) -> list[TargetResult]:
     return [target_format(summary), target_rlsf_accuracy(summary),
             target_chained_calibration(summary)]
+
+
+# --- post-hoc recalibration: fixes the numbers, not the knowledge -----------------------------
+# Fixed before the calibration experiment's seeds 0-2 were read. "Near" rlcr's ECE: within
+# 0.03, the ECE the RLCR paper itself reports for its calibrated model (Damani et al. 2025),
+# so a gap that size is one the literature counts as calibrated. The AUROC bounds are the classic
+# targets' own: binary's stays at or below 0.60 (target a), rlcr's at or above 0.65
+# (target b), so "clearly above" is their 0.05 gap.
+NEAR_ECE = 0.03
+BLIND_AUROC = 0.60
+CLEARLY_ABOVE = 0.05
+POSTHOC_ARM = "binary + post-hoc"  # the report's name for binary after recalibration
+RAW_ECE, POST_ECE = f"{raw_half('verbalized')}/ece", f"{recalibrated('verbalized')}/ece"
+RAW_AUROC, POST_AUROC = (f"{raw_half('verbalized')}/auroc",
+                         f"{recalibrated('verbalized')}/auroc")
+
+
+def _posthoc_missing(summary: dict[str, Any], key: str, title: str) -> TargetResult | None:
+    if (res := _missing(summary, key, title, ["binary", "rlcr"])) is not None:
+        return res
+    if mean_of(summary, "binary", POST_ECE, "end") is None:
+        return TargetResult(key, title, "not run", [], "not run: these runs logged no "
+                            "recalibrated signal (they predate it, or no evaluation had "
+                            "samples on both halves)")
+    return None
+
+
+def target_posthoc_numbers(summary: dict[str, Any]) -> TargetResult:
+    title = "Post-hoc recalibration fixes binary's numbers: its verbalized ECE falls to near rlcr's"
+    if (res := _posthoc_missing(summary, "posthoc_numbers", title)) is not None:
+        return res
+    raw = mean_of(summary, "binary", RAW_ECE, "end")
+    post = mean_of(summary, "binary", POST_ECE, "end")
+    rlcr = mean_of(summary, "rlcr", RAW_ECE, "end")
+    half = 0.5 * raw if raw is not None else None
+    near = rlcr + NEAR_ECE if rlcr is not None else None
+    return _verdict("posthoc_numbers", title, [
+        Check(f"{POSTHOC_ARM}: end verbalized ECE ≤ 0.5 × binary's raw",
+              f"{_fmt(post)} vs 0.5 × {_fmt(raw)} = {_fmt(half)}", _le(post, half)),
+        Check(f"{POSTHOC_ARM}: end verbalized ECE ≤ rlcr's raw + {NEAR_ECE:.2f}",
+              f"{_fmt(post)} vs {_fmt(rlcr)} + {NEAR_ECE:.2f} = {_fmt(near)}", _le(post, near)),
+    ], "Both measured on the same half of the held-out prompts; the map was fitted on the "
+       "other half. It needs labelled held-out answers and no training change.")
+
+
+def target_posthoc_knowledge(summary: dict[str, Any]) -> TargetResult:
+    title = "…but not the knowledge: binary's AUROC stays blind, rlcr's stays clearly above it"
+    if (res := _posthoc_missing(summary, "posthoc_knowledge", title)) is not None:
+        return res
+    post = mean_of(summary, "binary", POST_AUROC, "end")
+    rlcr = mean_of(summary, "rlcr", RAW_AUROC, "end")
+    floor = post + CLEARLY_ABOVE if post is not None else None
+    return _verdict("posthoc_knowledge", title, [
+        Check(f"{POSTHOC_ARM}: end verbalized AUROC ≤ {BLIND_AUROC:.2f}", _fmt(post),
+              _le(post, BLIND_AUROC)),
+        Check(f"rlcr's raw end verbalized AUROC ≥ {POSTHOC_ARM}'s + {CLEARLY_ABOVE:.2f}",
+              f"{_fmt(rlcr)} vs {_fmt(post)} + {CLEARLY_ABOVE:.2f} = {_fmt(floor)}",
+              _ge(rlcr, floor)),
+    ])
+
+
+def _posthoc_report(summary: dict[str, Any]) -> TargetResult:
+    """Every recipe and signal at the end: ECE and AUROC raw → post-hoc, no verdict."""
+    checks = []
+    for arm in summary.get("aggregates", {}):
+        for sig in SIGNALS:
+            raw, post = ([mean_of(summary, arm, f"{entry(sig)}/{f}", "end")
+                          for f in ("ece", "auroc")] for entry in (raw_half, recalibrated))
+            if all(v is None for v in (*raw, *post)):
+                continue
+            checks.append(Check(f"{arm}, {SIGNAL_WORDS[sig]}: raw → post-hoc",
+                                f"ECE {_fmt(raw[0])} → {_fmt(post[0])}; AUROC {_fmt(raw[1])} "
+                                f"→ {_fmt(post[1])}", None))
+    title = "Every recipe and signal after post-hoc recalibration"
+    if not checks:
+        return TargetResult("posthoc_all", title, "not run", [], "not run: no finished run "
+                            "logged a recalibrated signal")
+    return TargetResult("posthoc_all", title, "report", checks)
+
+
+def calibration_targets(summary: dict[str, Any]) -> list[TargetResult]:
+    """The classic experiment's targets (a)-(f), then the post-hoc recalibration claim's."""
+    return [*classic_targets(summary), target_posthoc_numbers(summary),
+            target_posthoc_knowledge(summary), _posthoc_report(summary)]
 
 
 # --- consistency: consistency at T = 0 is not reliability -------------------------------------

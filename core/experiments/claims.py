@@ -29,6 +29,12 @@ class Claim:
     statement: str  # what the literature reports, with its figure
     source: str
     decides: tuple[str, ...] = ()  # the target keys that decide it; empty: every one
+    name: str = ""  # a further claim of the same experiment: its own key (MoreClaim.key)
+
+    @property
+    def key(self) -> str:
+        """Unique among the claims: the experiment's name, or a further claim's key."""
+        return self.name or self.experiment
 
 
 @dataclass(frozen=True)
@@ -46,9 +52,15 @@ class ClaimResult:
 
 
 def claims() -> list[Claim]:
-    """Every experiment that states a claim, in the registry's order."""
-    return [Claim(e.name, e.claim_title or e.title, e.claim, e.source, e.decides)
-            for e in EXPERIMENTS.values() if e.claim]
+    """Every experiment that states a claim, in the registry's order, each followed by the
+    further claims its runs test."""
+    out = []
+    for e in EXPERIMENTS.values():
+        if e.claim:
+            out.append(Claim(e.name, e.claim_title or e.title, e.claim, e.source, e.decides))
+        out += [Claim(e.name, c.title, c.statement, c.source, c.decides, c.key)
+                for c in e.more_claims]
+    return out
 
 
 def verdict(targets: Sequence[dict[str, Any]]) -> str:

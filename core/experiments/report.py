@@ -16,6 +16,9 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from core import charts
+from core.experiments.aggregation import SIGNAL_WORDS
+from core.experiments.claim_targets import POSTHOC_ARM
+from core.metrics import SIGNALS, raw_half, recalibrated
 
 ANSWER_PROB_COLOR = "#7f7f7f"
 CURVES = (  # (summary metric key, title, y range); "pass@K" stands for the largest k
@@ -149,12 +152,38 @@ def metrics_table(summary: dict[str, Any]) -> str:
         for r in recipes) + "</tr>"
     rows = []
     for m in summary["metrics"]:
+        if m.get("table", "main") != "main":  # shown in its own section
+            continue
         cells = []
         for r in recipes:
             agg = summary["aggregates"][r][m["key"]]
             cells.append(f"<td class='num'>{_cell(agg['start'])} → <b>{_cell(agg['end'])}</b>"
                          "</td>")
         rows.append(f"<tr><th>{_e(m['label'])}</th>{''.join(cells)}</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def recalibration_table(summary: dict[str, Any]) -> str:
+    """Per recipe two rows at the end of training, mean ± sd over seeds: the raw signals on
+    the measuring half of the held-out prompts, then the same after post-hoc recalibration
+    (fitted on the other half); ECE and AUROC per signal. Empty when the runs never logged
+    recalibration."""
+    recipes = [r for r in summary["aggregates"]
+               if raw_half(SIGNALS[0]) + "/ece" in summary["aggregates"][r]]
+    if not recipes:
+        return ""
+    head = "<tr><th></th>" + "".join(
+        f"<th>{_e(SIGNAL_WORDS[s])} ECE ↓</th><th>{_e(SIGNAL_WORDS[s])} AUROC</th>"
+        for s in SIGNALS) + "</tr>"
+    rows = []
+    for r in recipes:
+        agg = summary["aggregates"][r]
+        for name, entry in ((f"{r}", raw_half), (f"{r} + post-hoc", recalibrated)):
+            cells = "".join(f"<td class='num'>{_cell(agg[f'{entry(s)}/{f}']['end'])}</td>"
+                            for s in SIGNALS for f in ("ece", "auroc"))
+            bold = name in (POSTHOC_ARM, "rlcr")  # the claim's comparison
+            label = f"<b>{_e(name)}</b>" if bold else _e(name)
+            rows.append(f"<tr><th style='color:{_color(r) or '#222'}'>{label}</th>{cells}</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -297,6 +326,36 @@ def _monitor_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
             *(fig(monitor_figure(summary, a)) for a in arms), "</div>"]
 
 
+def recalibration_figure(summary: dict[str, Any], signal: str) -> go.Figure:
+    """Per recipe, the signal's end ECE and AUROC (mean over seeds) on the measuring half:
+    raw (hollow) to post-hoc (filled). A monotone map moves a recipe left, not up."""
+    def point(agg: dict[str, Any], entry: str) -> tuple[Any, Any]:
+        ece, auroc = ((agg.get(f"{entry}/{f}") or {}).get("end", {}).get("mean")
+                      for f in ("ece", "auroc"))
+        return ece, auroc
+
+    items = [(r, point(agg, raw_half(signal)), point(agg, recalibrated(signal)), _color(r))
+             for r, agg in summary["aggregates"].items()]
+    return charts.before_after(items, f"{SIGNAL_WORDS[signal]}: raw → post-hoc",
+                               "ECE ↓", "AUROC (0.5 = blind)", ("raw", "post-hoc"))
+
+
+def _recalibration_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    table = recalibration_table(summary)
+    if not table:
+        return []
+    return ["<h2>After post-hoc recalibration</h2><p>At every evaluation each confidence "
+            "signal gets a monotone (isotonic) map, fitted on the samples of one half of the "
+            "held-out prompts (a fixed split by a hash of the question text) and applied to "
+            "the other half. Both rows of a recipe are measured on that second half, so they "
+            "compare the same samples; the main table's figures cover every prompt. The map "
+            "needs only labelled held-out answers, no training change: it can fix the numbers "
+            "(ECE) but, being monotone, cannot teach confidence to tell right from wrong "
+            "(AUROC).</p>", table,
+            "<div class='grid'>", *(fig(recalibration_figure(summary, s)) for s in SIGNALS),
+            "</div>"]
+
+
 CONSISTENCY_COLUMNS = (("repeatability", "repeatability"), ("omega", "ω"), ("alpha", "α"),
                        ("single_draw_r", "r between two draws"), ("accuracy", "accuracy"),
                        ("ece", "verb. ECE"))
@@ -353,10 +412,12 @@ def _runs_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
 SECTIONS = {"claim": _claim_section, "settings": _settings_section,
             "targets": _targets_section, "metrics": _metrics_section,
             "spread": _spread_section, "monitor": _monitor_section, "curves": _curves_section,
+            "recalibration": _recalibration_section,
             "reliability": _reliability_section, "histograms": _histograms_section,
             "consistency": _consistency_section, "runs": _runs_section}
 # Nothing to draw without finished runs.
-NEED_FINISHED_RUNS = ("spread", "monitor", "curves", "reliability", "histograms")
+NEED_FINISHED_RUNS = ("spread", "monitor", "curves", "recalibration", "reliability",
+                      "histograms")
 
 
 def render_report(summary: dict[str, Any], title: str,
