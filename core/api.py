@@ -494,6 +494,63 @@ def report_html(folder: Path | str) -> str | None:
     return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
+# --- a run's own consistency check --------------------------------------------------------
+
+CHECK_QUIET_SECONDS = 600.0  # a check whose log has not moved for this long has ended
+
+
+@dataclass(frozen=True)
+class ConsistencyCheck:
+    """A run's consistency check (the consistency experiment's measure, smaller): its start
+    and end policy answering the same questions many times at each temperature."""
+    state: str  # "none", "running", "done" or "failed"
+    means: list[dict[str, Any]]  # rows {recipe, temperature, METRIC: {mean, sd, n}}
+    determinism: dict[str, Any]
+    plan: dict[str, Any]
+
+
+def consistency_check(run_id: str, root: Path | str | None = None,
+                      now: float | None = None) -> ConsistencyCheck:
+    """The state and result of `run_id`'s consistency check, read from its folder."""
+    from core.experiments import consistency as cons
+
+    path = store(root).path(run_id)
+    result = cons.read_result(path / cons.RESULT_FILE)
+    log = path / cons.LOG_FILE
+    if result.get("done"):
+        state = "done"
+    elif not log.is_file():
+        state = "none"
+    else:
+        quiet = (now or time.time()) - log.stat().st_mtime
+        state = "running" if quiet < CHECK_QUIET_SECONDS else "failed"
+    return ConsistencyCheck(state, cons.table_means(cons.table_rows(result)),
+                            cons.determinism(result), result.get("plan") or {})
+
+
+def start_consistency_check(run_id: str, root: Path | str | None = None,
+                            user: str | None = None) -> None:
+    """Measure the run's start and end policy in a background process (the runner starts it;
+    it takes no training slot). Only a finished run with its final adapter; ValueError says
+    why not."""
+    from core.experiments import consistency as cons
+    from core.runtime.runner import start_consistency
+
+    s = _owned(run_id, root, user, "check")
+    record = _load(s, run_id, metrics=False)
+    path = s.path(run_id)
+    if record.status != "finished" or not (path / ADAPTER_FILE).is_file():
+        raise ValueError("only a finished run that kept its final adapter can be checked")
+    if consistency_check(run_id, root).state == "running":
+        raise ValueError("a consistency check of this run is already running")
+    for name in (cons.RESULT_FILE, cons.LOG_FILE):
+        (path / name).unlink(missing_ok=True)
+    (path / cons.LOG_FILE).touch()  # "running" from now on, before the process writes
+    start_consistency([("start", path), ("end", path)], path / cons.RESULT_FILE,
+                      cons.RUN_CHECK_QUESTIONS, cons.RUN_CHECK_REPETITIONS, cons.TEMPERATURES,
+                      path / cons.LOG_FILE)
+
+
 # --- time --------------------------------------------------------------------------------
 
 def estimate(config: RunConfig, runs: list[RunRecord] | None = None,

@@ -312,6 +312,33 @@ def mean_sd_lines(series: Sequence[MeanSd], title: str, x_title: str = "step",
     return fig
 
 
+CONSISTENCY_PANELS = (("omega", "McDonald's ω of the repetitions"),
+                      ("accuracy", "Accuracy of the repetitions"),
+                      ("single_draw_r", "Correlation between two repetitions"))
+
+
+def consistency_vs_temperature(means: Sequence[dict[str, Any]]) -> list[go.Figure]:
+    """Omega, accuracy and the correlation between two repetitions against temperature, one
+    line per model (mean ± sd over seeds); the first two are meant side by side: a model can
+    be perfectly consistent (ω = 1 at T = 0) and often wrong. The third shows what ω over
+    100 repetitions hides: how far one answer predicts another. `means`: rows {recipe,
+    temperature, METRIC: {mean, sd}}; a metric a row lacks (an older summary) is not drawn."""
+    names = list(dict.fromkeys(r["recipe"] for r in means))
+    figures = []
+    for key, title in CONSISTENCY_PANELS:
+        series = []
+        for i, name in enumerate(names):
+            rows = sorted((r for r in means if r["recipe"] == name),
+                          key=lambda r: r["temperature"])
+            series.append(MeanSd(name, [r["temperature"] for r in rows],
+                                 [(r.get(key) or {}).get("mean") for r in rows],
+                                 [(r.get(key) or {}).get("sd") for r in rows],
+                                 RECIPE_COLORS.get(name) or PALETTE[i % len(PALETTE)]))
+        figures.append(mean_sd_lines(series, title, "temperature", key,
+                                     (-0.02 if key == "single_draw_r" else 0, 1.02)))
+    return figures
+
+
 # --- sweeps: figures from a sweep summary (core.experiments.sweep.build_sweep_summary) -----
 SWEEP_METRICS = ("accuracy", "verbalized/ece", "verbalized/auroc", "answer_prob/ece")
 STATE_COLORS = {"planned": "#dddddd", "queued": "#9467bd", "running": "#1f77b4",

@@ -171,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workshop(sub)
     execute = sub.add_parser("_execute", help=argparse.SUPPRESS)
     execute.add_argument("run_dir", type=Path)
+    repeated = sub.add_parser("_consistency", help=argparse.SUPPRESS)  # runner.start_consistency
+    repeated.add_argument("--target", action="append", required=True, metavar="start|end:DIR")
+    repeated.add_argument("--out", type=Path, required=True)
+    repeated.add_argument("--questions", type=int, required=True)
+    repeated.add_argument("--repetitions", type=int, required=True)
+    repeated.add_argument("--temperatures", required=True, metavar="T,T,...")
+    repeated.add_argument("--threads", type=int, default=1)
     return parser
 
 
@@ -444,10 +451,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_consistency(args: argparse.Namespace) -> int:
+    """Entry point of a background consistency measurement (core.engine.consistency)."""
+    from core.engine.consistency import Plan, Target, measure
+
+    targets = []
+    for spec in args.target:
+        when, _, folder = spec.partition(":")
+        if when not in ("start", "end") or not folder:
+            return _fail(f"--target {spec!r}: give start:RUN_DIR or end:RUN_DIR")
+        targets.append(Target(when, Path(folder)))
+    plan = Plan(args.questions, args.repetitions,
+                tuple(float(t) for t in args.temperatures.split(",")))
+    measure(targets, plan, args.out, args.threads)
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "list": cmd_list, "show": cmd_show, "stop": cmd_stop,
             "resume": cmd_resume, "experiment": cmd_experiment, "workshop": cmd_workshop,
             "sweep": cmd_sweep,
-            "_execute": cmd_execute}
+            "_execute": cmd_execute, "_consistency": cmd_consistency}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,16 +25,20 @@ __all__ = [
     "brier",
     "calibration_summary",
     "consistency",
+    "cronbach_alpha",
     "distinct_answers",
     "ece",
     "histogram",
     "mean_pass_at_k",
+    "mcdonald_omega",
+    "mean_item_correlation",
     "mean_token_entropy",
     "overconfidence",
     "pass_at_k",
     "raw_half",
     "recalibrated",
     "reliability",
+    "repeatability",
 ]
 
 # The confidence signals every evaluation measures, in the order the app offers them:
@@ -244,6 +248,109 @@ def consistency(answers: Sequence[Sequence[str | None]]) -> list[list[float | No
         votes = Counter(a for a in group if a is not None)
         out.append([None if a is None else votes[a] / n for a in group])
     return out
+
+
+# ------------------------------------------------------- repeated answers: test-retest
+
+
+def repeatability(outputs: Sequence[Sequence[str]]) -> float:
+    """Share of questions whose repeated outputs are all identical.
+
+    outputs[q][r] is the whole completion text of repetition r of question q: the strictest
+    sense of "the same output every time" (the answer and the stated confidence alike).
+    """
+    if not outputs:
+        raise ValueError("repeatability needs at least one question")
+    return float(np.mean([len(set(group)) == 1 for group in outputs]))
+
+
+def _item_matrix(scores: ArrayLike) -> np.ndarray | None:
+    """scores [subjects, items] as floats; None when reliability is undefined: fewer than two
+    subjects or two items, or an item with no variance across subjects."""
+    x = np.asarray(scores, dtype=float)
+    if x.ndim != 2:
+        raise ValueError(f"scores must be a [subjects, items] matrix, got shape {x.shape}")
+    if x.shape[0] < 2 or x.shape[1] < 2 or np.any(x.var(axis=0) == 0):
+        return None
+    return x
+
+
+def cronbach_alpha(scores: ArrayLike) -> float | None:
+    """Cronbach's alpha of scores [subjects, items]: k/(k-1) * (1 - sum var(item) / var(total)).
+
+    Here the items are the repetitions (each a rater answering every question) and the
+    subjects are the questions. None where it is undefined: an item with no variance across
+    subjects (its share of the total is then meaningless; every question right, or every
+    one wrong, in that repetition) or fewer than two of either.
+    """
+    # Cronbach 1951, "Coefficient alpha and the internal structure of tests", eq. 2; sample
+    # variances (ddof 1), as pingouin.cronbach_alpha computes it.
+    x = _item_matrix(scores)
+    if x is None:
+        return None
+    k = x.shape[1]
+    return float(k / (k - 1) * (1 - x.var(axis=0, ddof=1).sum() / x.sum(1).var(ddof=1)))
+
+
+OMEGA_MAX_ITER = 5_000
+OMEGA_TOL = 1e-10
+
+
+def one_factor_loadings(corr: np.ndarray) -> np.ndarray:
+    """Loadings [k] of a one-factor model fitted to a correlation matrix [k, k] by iterated
+    principal-axis factoring, whose fixed point is the unweighted least-squares (MINRES)
+    fit of the off-diagonal correlations (Harman 1976, "Modern Factor Analysis", ch. 8).
+
+    Communalities start at each item's largest absolute correlation with another item (the
+    usual start when, as with more items than subjects, the matrix cannot be inverted for
+    squared multiple correlations); signs are set so the loadings sum to a non-negative value.
+    """
+    k = corr.shape[0]
+    off = np.abs(corr - np.diag(np.diag(corr)))
+    h2 = off.max(axis=1)
+    for _ in range(OMEGA_MAX_ITER):
+        reduced = corr.copy()
+        reduced[np.diag_indices(k)] = h2  # [k, k]
+        values, vectors = np.linalg.eigh(reduced)  # ascending
+        loadings = vectors[:, -1] * math.sqrt(max(values[-1], 0.0))  # [k]
+        new = loadings**2
+        if np.max(np.abs(new - h2)) < OMEGA_TOL:
+            break
+        h2 = new
+    return loadings if loadings.sum() >= 0 else -loadings
+
+
+def mean_item_correlation(scores: ArrayLike) -> float | None:
+    """Mean correlation between two items of scores [subjects, items] (None as in
+    `cronbach_alpha`): with repetitions as items, how far one draw predicts another, the
+    reliability of a single answer. Alpha and omega are the reliability of the sum over every
+    item, which grows with their number (Spearman-Brown: k r / (1 + (k - 1) r))."""
+    x = _item_matrix(scores)
+    if x is None:
+        return None
+    corr = np.corrcoef(x, rowvar=False)  # [k, k]
+    k = corr.shape[0]
+    return float((corr.sum() - np.trace(corr)) / (k * (k - 1)))
+
+
+def mcdonald_omega(scores: ArrayLike) -> float | None:
+    """McDonald's omega (total) of scores [subjects, items] under one common factor:
+    (sum of loadings)^2 / ((sum of loadings)^2 + sum of unique variances), on the items'
+    correlation matrix (standardized omega).
+
+    Items and subjects as in `cronbach_alpha`, and None where it is. When every item is the
+    same column (one output repeated), the correlations are all 1, one factor explains
+    everything and omega is exactly 1: the repetitions agree perfectly, which says nothing
+    about whether the answers are right. Unique variances below 0 (a Heywood case) count as 0.
+    """
+    # McDonald 1999, "Test Theory: A Unified Treatment", eq. 6.20b.
+    x = _item_matrix(scores)
+    if x is None:
+        return None
+    loadings = one_factor_loadings(np.corrcoef(x, rowvar=False))
+    common = loadings.sum() ** 2
+    unique = np.clip(1 - loadings**2, 0, None).sum()
+    return float(min(1.0, common / (common + unique)))
 
 
 # ---------------------------------------------------------------------------- diversity

@@ -231,3 +231,58 @@ def live() -> None:
 
 
 live()
+
+
+check = api.consistency_check(run_id) if page_status == "finished" else None
+
+
+@st.fragment(run_every=common.REFRESH_SECONDS if check and check.state == "running" else None)
+def consistency_panel() -> None:
+    """The consistency experiment's point for this run: its start and end policy answer the
+    same questions many times at each temperature (a background check, not this page)."""
+    now = api.consistency_check(run_id)
+    if check is not None and now.state != check.state:  # it just ended: stop polling
+        st.rerun()
+    st.subheader("Consistency is not reliability")
+    st.caption("Each question answered many times at temperatures 0 to 1 by this run's start "
+               "and end policy. At T = 0 every repetition gives the same output (ω = 1), yet "
+               "accuracy shows how often that one output is wrong.")
+    r = by_id[run_id]
+    mine = common.may_change(r)
+    if now.state != "running" and st.button(
+            "Check consistency" if now.state == "none" else "Check again",
+            key="run_consistency_start", icon=":material/repeat:", disabled=not mine,
+            help="Runs in the background on one thread (about a minute on the embedded "
+                 "model); it takes no training slot." if mine else common.owner_note(r)):
+        try:
+            api.start_consistency_check(run_id, user=common.user())
+        except Exception as e:  # refused (not the owner, already running): words only
+            st.error(f"Could not start the check: {e}")
+        else:
+            st.rerun()
+    if now.state == "running":
+        st.info("Checking: the start and end policy are answering every question "
+                f"{now.plan.get('repetitions') or 'many'} times at "
+                "each temperature. This panel updates by itself.")
+    elif now.state == "failed":
+        st.error("The last check ended without a result; its log is consistency.log in the "
+                 "run's folder. Check again to retry.")
+    if now.means:
+        c1, c2 = st.columns(2)
+        omega, accuracy, _ = charts.consistency_vs_temperature(now.means)
+        c1.plotly_chart(omega, key="run_consistency_omega")
+        c2.plotly_chart(accuracy, key="run_consistency_accuracy")
+        st.dataframe(pd.DataFrame([{"model": m["recipe"], "T": m["temperature"],
+                                    **{k: m[k]["mean"] for k in
+                                       ("repeatability", "omega", "alpha", "accuracy", "ece")}}
+                                   for m in now.means]),
+                     hide_index=True, key="run_consistency_table")
+        same = now.determinism.get("identical")
+        st.caption(f"{now.plan.get('questions')} questions × {now.plan.get('repetitions')} "
+                   "repetitions per temperature. Greedy outputs across generation batch "
+                   "sizes: " + ("identical." if same else "some differ (floating-point sums "
+                                "in another order flip an argmax)."))
+
+
+if check is not None:
+    consistency_panel()

@@ -60,8 +60,8 @@ def test_board_lists_every_claim_with_its_statement_and_not_run(runs_dir: Path) 
     for claim in claims.claims():
         assert claim.title in shown and claim.statement[:40] in shown
     assert {c.experiment for c in claims.claims()} == {"classic", "coverage", "self-feedback",
-                                                       "judges"}
-    assert shown.count("not run") >= 4
+                                                       "judges", "consistency"}
+    assert shown.count("not run") >= 5
 
 
 def test_board_shows_verdicts_links_and_a_running_experiment(runs_dir: Path) -> None:

@@ -11,6 +11,7 @@ runs the loop on a stand-in GPU to keep it so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -91,9 +92,13 @@ class TokenScores:
 
 def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat,
            examples: list[Example], samples: int, temperature: float | None,
-           max_new_tokens: int) -> Rollout:
+           max_new_tokens: int, generators: Sequence[torch.Generator] | None = None
+           ) -> Rollout:
     """`samples` completions per example, temperature None meaning greedy, with each sampled
-    token's log-probability at temperature 1 (what training and evaluation score)."""
+    token's log-probability at temperature 1 (what training and evaluation score).
+
+    `generators` [B], one per row (a CPU generator each), make every row draw from its own
+    random stream instead of torch's global one (see `row_draw`)."""
     device = next(model.parameters()).device
     enc = tokenizer([fmt.prompt(ex) for ex in examples], return_tensors="pt",
                     padding=True).to(device)  # [P, W]
@@ -105,7 +110,7 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Prom
         completion, logprobs, entropy = _decode(model, input_ids, prompt_mask, cache,
                                                 max_new_tokens, temperature, eos,
                                                 tokenizer.pad_token_id,
-                                                finished_check_every(device))
+                                                finished_check_every(device), generators)
     completion, logprobs = completion.clone(), logprobs.clone()  # normal tensors for autograd
     is_eos = torch.isin(completion, eos)  # [B, T]
     # Tokens after the first EOS are padding: mask = 1 up to and including the first EOS.
@@ -151,7 +156,8 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> torc
 
 def _decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
             cache: Cache | None, max_new_tokens: int, temperature: float | None,
-            eos: torch.Tensor, pad_id: int, check_every: int = 1
+            eos: torch.Tensor, pad_id: int, check_every: int = 1,
+            generators: Sequence[torch.Generator] | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token by token with the KV cache: (tokens [B, T], log pi(token) at T = 1 [B, T],
     entropy of pi at T = 1 [B, T]).
@@ -173,6 +179,8 @@ def _decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: tor
         logits = out.logits[:, -1].float()  # [B, V]
         if temperature is None:
             chosen = logits.argmax(-1)  # [B]
+        elif generators is not None:
+            chosen = row_draw(logits, temperature, generators)  # [B]
         else:
             chosen = torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(1)
         chosen = chosen.masked_fill(finished, pad_id)  # [B]
@@ -205,22 +213,42 @@ def _shared_prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
     return out.cache
 
 
+def row_draw(logits: torch.Tensor, temperature: float,
+             generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """One token per row [B] from softmax(logits / T) [B, V], row b drawing its noise from
+    generators[b] alone: argmax(logits / T + Gumbel noise), the Gumbel-max trick (Gumbel 1954;
+    Maddison et al. 2014, "A* Sampling", sec. 2), which samples exactly that softmax.
+
+    What a row draws then depends on its own generator only, never on which rows share its
+    batch: a repetition seeded on its own gives the same completion batched with 99 others
+    or alone.
+    """
+    u = torch.stack([torch.rand(logits.shape[1], generator=g, dtype=torch.float64)
+                     for g in generators]).to(logits.device)  # [B, V] uniform in [0, 1)
+    gumbel = -torch.log(-torch.log(u.clamp(min=torch.finfo(torch.float64).tiny)))  # [B, V]
+    return (logits.double() / temperature + gumbel).argmax(-1)  # [B]
+
+
 def sample_in_slices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                      fmt: PromptFormat, examples: list[Example], samples: int,
-                     temperature: float | None, max_new_tokens: int, max_rows: int = 0
-                     ) -> Rollout:
+                     temperature: float | None, max_new_tokens: int, max_rows: int = 0,
+                     generators: Sequence[torch.Generator] | None = None) -> Rollout:
     """`sample` over slices of whole prompts, joined into one rollout: at most `max_rows`
     rows per call (0: no row limit) and never more than keep the KV cache within its budget,
-    so memory follows the model's size rather than a row count."""
+    so memory follows the model's size rather than a row count. `generators`: one per row,
+    as in `sample`."""
     widest = max(len(ids) for ids in tokenizer([fmt.prompt(ex) for ex in examples])["input_ids"])
     rows = len(examples) * samples
     fit = rows_within(kv_cache_budget(model), kv_bytes_per_token(model)
                       * (widest + max_new_tokens), rows, samples)
     per_call = max(1, min(max_rows or rows, fit) // samples)
     if per_call >= len(examples):
-        return sample(model, tokenizer, fmt, examples, samples, temperature, max_new_tokens)
+        return sample(model, tokenizer, fmt, examples, samples, temperature, max_new_tokens,
+                      generators)
     return join_rollouts([sample(model, tokenizer, fmt, examples[i:i + per_call], samples,
-                                 temperature, max_new_tokens)
+                                 temperature, max_new_tokens,
+                                 None if generators is None
+                                 else generators[i * samples:(i + per_call) * samples])
                           for i in range(0, len(examples), per_call)], tokenizer.pad_token_id)
 
 

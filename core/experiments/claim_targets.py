@@ -1,6 +1,6 @@
-"""The claims' targets beyond the classic experiment's own: coverage, self-feedback, and
-post-hoc recalibration (checked on the calibration experiment's runs). Fixed thresholds on a
-summary.
+"""The claims' targets beyond the classic experiment's own: coverage, self-feedback,
+post-hoc recalibration (checked on the calibration experiment's runs) and
+consistency. Fixed thresholds on a summary.
 
 Like `core.experiments.targets` (whose helpers these reuse), each target reads only the
 summary (`aggregates`, `pass_k_max`, and for the format check the per-run `min_format_rate`),
@@ -294,3 +294,67 @@ def judges_targets(summary: dict[str, Any]) -> list[TargetResult]:
     return [target_exact_most(summary), target_random_learns(summary),
             target_shortcut_learnt(summary), target_inverted_unlearns(summary),
             _judges_report(summary)]
+
+
+# --- consistency: consistency at T = 0 is not reliability -------------------------------------
+T0_REPEATABILITY = 1.0
+T0_OMEGA_FLOOR = 0.99
+T0_ACCURACY_CEILING = 0.70
+
+
+def _table(summary: dict[str, Any], temperature: float) -> list[dict[str, Any]]:
+    return [r for r in summary.get("table") or [] if r["temperature"] == temperature]
+
+
+def _model(r: dict[str, Any]) -> str:
+    return f"{r['recipe']} seed {r['seed']}" + ("" if r["model"] == "start" else
+                                                 f" ({r['model']})")
+
+
+def target_t0_consistent(summary: dict[str, Any]) -> TargetResult:
+    title = (f"At T = 0 every model repeats itself (repeatability {T0_REPEATABILITY:.2f}, "
+             f"omega ≥ {T0_OMEGA_FLOOR}) while its accuracy is ≤ {T0_ACCURACY_CEILING:.2f}")
+    rows = _table(summary, 0.0)
+    if not rows:
+        return TargetResult("t0_consistent", title, "not run", [], "not run: no T = 0 rows")
+    return _verdict("t0_consistent", title, [
+        Check(_model(r), f"repeatability {_fmt(r['repeatability'])}, omega {_fmt(r['omega'])}, "
+                         f"accuracy {_fmt(r['accuracy'])}",
+              _ge(r["repeatability"], T0_REPEATABILITY) and _ge(r["omega"], T0_OMEGA_FLOOR)
+              and _le(r["accuracy"], T0_ACCURACY_CEILING))
+        for r in rows],
+        "Omega is 1 at T = 0 because the 100 repetitions are one column repeated: a perfect "
+        "agreement of the draws, not evidence that the answer is right.")
+
+
+def target_omega_falls(summary: dict[str, Any]) -> TargetResult:
+    title = "Omega is lower at T = 1 than at T = 0, for every model"
+    cold = {(r["model"], r["seed"]): r for r in _table(summary, 0.0)}
+    hot = [r for r in _table(summary, 1.0) if (r["model"], r["seed"]) in cold]
+    if not hot:
+        return TargetResult("omega_falls", title, "not run", [], "not run: no T = 0 and T = 1 "
+                            "rows of one model")
+    return _verdict("omega_falls", title, [
+        Check(_model(r), f"omega {_fmt(cold[(r['model'], r['seed'])]['omega'])} → "
+                         f"{_fmt(r['omega'])}", _lt(r["omega"], cold[(r["model"], r["seed"])]
+                                                    ["omega"]))
+        for r in hot])
+
+
+def _determinism_report(summary: dict[str, Any]) -> TargetResult:
+    """Greedy outputs across generation batch sizes: reported, not judged."""
+    found = summary.get("batch_determinism") or {}
+    checks = [Check(model, ", ".join(f"{k} rows: {v} differ" for k, v in
+                                     d.get("differing_questions", {}).items()) + " of "
+                    f"{d.get('questions')} questions", None)
+              for model, d in (found.get("models") or {}).items()]
+    return TargetResult("batch_determinism", "Greedy outputs stay the same when the number of "
+                        "rows generated together changes", "report", checks,
+                        "identical everywhere" if found.get("identical") else
+                        "some differ: floating-point sums in another order flip an argmax"
+                        if found else "not measured")
+
+
+def consistency_targets(summary: dict[str, Any]) -> list[TargetResult]:
+    return [target_t0_consistent(summary), target_omega_falls(summary),
+            _determinism_report(summary)]

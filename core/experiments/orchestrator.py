@@ -361,6 +361,10 @@ def run_experiment(name: str, task: str | None = None, seeds: Sequence[int] | No
     summary["interrupted"] = interrupted
     summary["created_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
     summary["runs_dir"] = str(store.root)
+    if spec.measure is not None and not interrupted:
+        summary.update(spec.measure(summary, store.root, out, stream))
+        summary["targets"] = [t.to_dict() for t in spec.targets(summary)]
+        summary["wall_seconds"] = round(time.monotonic() - t0, 1)
     write_outputs(summary, out, spec)
     return ExperimentResult(out, summary, interrupted)
 
@@ -372,9 +376,11 @@ def write_outputs(summary: dict[str, Any], out: Path, spec: Experiment) -> dict[
     paths = {name: out / name for name in ("summary.json", "summary.csv", "report.html")}
     paths["summary.json"].write_text(json.dumps(summary, indent=1, allow_nan=False))
     with open(paths["summary.csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        # An experiment with its own table (one row per model and setting) writes that.
+        w = csv.DictWriter(f, fieldnames=spec.table_columns or CSV_COLUMNS,
+                           extrasaction="ignore")
         w.writeheader()
-        w.writerows(summary_rows(summary))
+        w.writerows(summary.get("table", []) if spec.table_columns else summary_rows(summary))
     paths["report.html"].write_text(render_report(summary, spec.title, spec.sections),
                                     encoding="utf-8")
     return paths

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import EMBEDDED_MODEL, PRESETS
+from core.experiments import consistency
 from core.experiments.claim_targets import (
     CHAINED_ARM,
     REWARD_ARM,
     calibration_targets,
+    consistency_targets,
     coverage_targets,
     judges_targets,
     self_feedback_targets,
@@ -74,6 +76,11 @@ class Experiment:
     more_claims: tuple[MoreClaim, ...] = ()  # further claims the same runs test
     variants: tuple[Variant, ...] = ()  # arms of the one recipe with their own settings
     arm_key: str = "recipe"  # what the summary's runs call their arm (variants: e.g. judge)
+    # A phase after the runs end, (summary, runs folder, output folder, progress stream) ->
+    # what the summary gains; the targets are checked after it. None: training only.
+    measure: Callable[..., dict[str, Any]] | None = None
+    # summary.csv from the summary's `table` with these columns; empty: per recipe and metric.
+    table_columns: tuple[str, ...] = ()
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -221,6 +228,30 @@ EXPERIMENTS: dict[str, Experiment] = {
         source=("Egashira et al. 2026; \"Rate or Fate\" 2026; \"One Token to Fool "
                 "LLM-as-a-Judge\" 2025"),
         claim_title="Judges: random errors slow learning, systematic ones are learnt",
+    ),
+    # The runs supply end models only; the measurement is the consistency phase. The classic
+    # preset (the calibration experiment's settings), so rlcr's end model is the calibrated
+    # one that experiment reports; on trial seed 100 each run took about 2 minutes and the
+    # measuring phase ~3 s of CPU per model and temperature.
+    "consistency": Experiment(
+        name="consistency",
+        title="Consistency at T = 0 is not reliability",
+        question=("Does an answer repeated identically at temperature 0 — perfect test-retest "
+                  "agreement — tell you it is right, or is it one draw repeated?"),
+        recipes=("binary", "rlcr"),
+        preset="classic",
+        targets=consistency_targets,
+        sections=("claim", "settings", "targets", "consistency", "runs"),
+        claim=("A fixed seed at temperature 0 repeats the same output, yet it is still one draw "
+               "from the model's distribution: consistency is not reliability. A judge asked "
+               "100 times with 100 seeds had McDonald's ω = 1.0 at T ≈ 0 on every benchmark "
+               "and ≈ 0.46–0.82 at T = 1, while its accuracy stayed well below 100 %."),
+        source=("Schroeder & Wood-Doughty 2024, \"Can You Trust LLM Judgments? Reliability "
+                "of LLM-as-a-Judge\""),
+        claim_title="Consistency at T = 0 is not reliability",
+        decides=("t0_consistent", "omega_falls"),
+        measure=consistency.measure_runs,
+        table_columns=consistency.TABLE_COLUMNS,
     ),
 }
 # Other names for an experiment: `calibration` is what the classic experiment shows.

@@ -406,6 +406,54 @@ def _judges_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
               for arm, j in judges.items()), "</div>"]
 
 
+CONSISTENCY_COLUMNS = (("repeatability", "repeatability"), ("omega", "ω"), ("alpha", "α"),
+                       ("single_draw_r", "r between two draws"), ("accuracy", "accuracy"),
+                       ("ece", "verb. ECE"))
+
+
+def consistency_table(means: Sequence[dict[str, Any]]) -> str:
+    """Per model and temperature, mean ± sd over seeds of every consistency measure."""
+    head = "".join(f"<th>{_e(label)}</th>" for _, label in CONSISTENCY_COLUMNS)
+    rows = "".join(f"<tr><td>{_e(r['recipe'])}</td><td class='num'>{r['temperature']:g}</td>"
+                   + "".join(f"<td class='num'>{_cell(r.get(k) or {})}</td>"
+                             for k, _ in CONSISTENCY_COLUMNS) + "</tr>" for r in means)
+    return f"<table><tr><th>model</th><th>T</th>{head}</tr>{rows}</table>"
+
+
+def _consistency_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
+    info = summary.get("consistency") or {}
+    plan = info.get("plan") or {}
+    means = summary.get("table_means") or []
+    found = summary.get("batch_determinism") or {}
+    determinism = ("not measured" if not found else
+                   "identical for every model" if found.get("identical") else
+                   "<b>not identical</b> for some model (see Targets)")
+    parts = ["<h2>Consistency against temperature</h2>",
+             f"<p>Each of {plan.get('questions', '?')} held-out questions answered "
+             f"{plan.get('repetitions', '?')} times at every temperature, by the start model "
+             "and each run's end model; repetition r of seed s samples with seed "
+             f"{_e(info.get('repetition_seed') or '?')}, each question from its own stream "
+             "of that seed. T = 0 is greedy decoding. Repeatability = share of questions "
+             "whose outputs were all identical; ω (McDonald, one factor) and α (Cronbach) "
+             "treat the repetitions as items and the questions as subjects, over 0/1 "
+             "correctness; empty where undefined (a repetition right on every question or "
+             "wrong on every one). ω and α measure the sum of all the repetitions, so they "
+             "grow with their number; the mean correlation between two repetitions is the "
+             "reliability of one answer. Verbalized ECE over every answer. Mean ± sd over "
+             "seeds.</p>",
+             f"<p>Greedy outputs across generation batch sizes: {determinism}. Measuring "
+             f"took {info.get('wall_seconds', '?')} s wall, {info.get('cpu_seconds', '?')} s "
+             f"CPU on {info.get('threads', '?')} thread(s), in its own process beside the "
+             "training queue."
+             + (f" <b>Measurement problem</b>: {_e(info['error'])}." if info.get("error")
+                else "") + "</p>"]
+    if means:
+        omega, accuracy, single = charts.consistency_vs_temperature(means)
+        parts += ["<div class='pair'>", fig(omega), fig(accuracy), "</div><div class='pair'>",
+                  fig(single), "<div></div></div>", consistency_table(means)]
+    return parts
+
+
 def _runs_section(summary: dict[str, Any], fig: _Figures) -> list[str]:
     return ["<h2>Runs</h2>", runs_table(summary["runs"])]
 
@@ -416,7 +464,7 @@ SECTIONS = {"claim": _claim_section, "settings": _settings_section, "judges": _j
             "spread": _spread_section, "monitor": _monitor_section, "curves": _curves_section,
             "recalibration": _recalibration_section,
             "reliability": _reliability_section, "histograms": _histograms_section,
-            "runs": _runs_section}
+            "consistency": _consistency_section, "runs": _runs_section}
 # Nothing to draw without finished runs.
 NEED_FINISHED_RUNS = ("spread", "monitor", "curves", "recalibration", "reliability",
                       "histograms", "judges")

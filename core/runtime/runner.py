@@ -165,6 +165,20 @@ def start_command(args: list[str], log_path: Path) -> subprocess.Popen:
     return proc
 
 
+def start_consistency(targets: list[tuple[str, Path]], out: Path, questions: int,
+                      repetitions: int, temperatures: tuple[float, ...], log_path: Path,
+                      threads: int = 1) -> subprocess.Popen:
+    """Start a background consistency measurement (core.engine.consistency) of each
+    ("start" or "end", run folder) in turn, writing `out`. It loads torch in its own process
+    and takes no training slot: it runs beside the queue, on `threads` threads."""
+    args = ["_consistency", "--out", str(out), "--questions", str(questions),
+            "--repetitions", str(repetitions), "--threads", str(threads),
+            "--temperatures", ",".join(str(t) for t in temperatures)]
+    for when, run_dir in targets:
+        args += ["--target", f"{when}:{run_dir}"]
+    return start_command(args, log_path)
+
+
 def _spawn(writer: RunWriter) -> None:
     """Start `python -m core _execute DIR` for a run whose status.json says queued."""
     try:
