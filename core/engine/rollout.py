@@ -182,6 +182,7 @@ def _decode(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
     done_before = 0 if cache is None else cache.get_seq_length()
     step_ids = prompt_ids[:, done_before:]  # [U, W - done_before]
     step_pos = position_ids(prompt_mask)[:, done_before:]
+    per_row = samples == 1  # whether node i is row i (then nothing needs moving)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)  # [B]
     tokens, logprobs, entropy = [], [], []
     for step in range(max_new_tokens):
@@ -210,10 +211,13 @@ def _decode(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
                                           return_inverse=True)  # [U'], [R]
             parent, next_ids = nodes // vocab, nodes % vocab  # [U'] each
             node_of_row = torch.zeros_like(node_of_row).index_copy(0, going, inverse)
-        else:  # one node per row until the next read
-            parent, next_ids, node_of_row = node_of_row, chosen, every_row
-        if parent.shape[0] != step_ids.shape[0] or not torch.equal(
-                parent, every_row[:parent.shape[0]]):
+            moved = parent.shape[0] != step_ids.shape[0] or not torch.equal(
+                parent, every_row[:parent.shape[0]])  # read on the host, as `going` was
+            per_row = False
+        else:  # one node per row until the next read, decided without asking the device
+            parent, next_ids, moved = node_of_row, chosen, not per_row
+            node_of_row, per_row = every_row, True
+        if moved:
             cache.reorder_cache(parent)
             mask, step_pos = mask[parent], step_pos[parent]
         step_ids, step_pos = next_ids[:, None], step_pos[:, -1:] + 1  # [U', 1]
