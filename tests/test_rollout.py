@@ -120,20 +120,14 @@ def test_merged_sampler_is_the_policy_and_leaves_the_base_alone() -> None:
         .__name__.startswith("Peft")
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.3])
-def test_shared_prefix_scoring_equals_full_rows_with_gradients(temperature) -> None:
-    """Scoring each prompt once and repeating its KV cache, and scoring a prompt's identical
-    completions once (many at T = 0.3), changes neither values nor grads."""
-    from core.engine.rollout import _distinct_completions, position_ids, sample, score_tokens
+def test_shared_prefix_scoring_equals_full_rows_with_gradients() -> None:
+    """Scoring each prompt once and repeating its KV cache changes neither values nor grads."""
+    from core.engine.rollout import position_ids, sample, score_tokens
 
     loaded = trained_looking_policy(seed=2)
     torch.manual_seed(0)
     r = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, TASKS["add"].eval_set(6),
-               4, temperature, 10)
-    distinct = {(i // 4, tuple(ids.tolist())) for i, ids in enumerate(r.completion_ids)}
-    assert len(_distinct_completions(r)[0]) == len(distinct)
-    if temperature < 1:
-        assert len(distinct) <= 18  # of 24 rows: the repeats are shared
+               4, 1.0, 10)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
 
     def one_pass_over_full_rows() -> torch.Tensor:  # the textbook way, for reference

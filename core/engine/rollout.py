@@ -237,6 +237,22 @@ def _prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
     return out.cache
 
 
+def _shared_prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
+                         prompt_mask: torch.Tensor, samples: int) -> Cache | None:
+    """`_prompt_cache` repeated `samples` times, for scoring each prompt's completions.
+
+    Scoring from full rows would run each prompt once per sample; this runs it once per
+    prompt, and the pass over the completions starts from the last prompt token (same
+    values and gradients; tested).
+    """
+    if samples == 1:
+        return None
+    cache = _prompt_cache(model, prompt_ids, prompt_mask)
+    if cache is not None:
+        cache.batch_repeat_interleave(samples)  # [P, ...] -> [B, ...], differentiable
+    return cache
+
+
 def sample_in_slices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                      fmt: PromptFormat, examples: list[Example], samples: int,
                      temperature: float | None, max_new_tokens: int, max_rows: int = 0
@@ -401,37 +417,21 @@ def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool 
     """Log-probabilities of the completion tokens (with grad if enabled).
 
     A prompt's G completions share its prefix, so the prompt goes through the network once
-    and its KV cache is repeated for the completion tokens: (G - 1) / G of the prompt's
-    compute is saved, and the gradient still reaches the LoRA weights through the shared
-    prefix. A prompt's identical completions (a small model's samples often agree: about a
-    third of a group of 8 at the start of the classic experiment, more as it learns) are
-    scored once and that row's log-probs given to each copy, so each copy's gradient flows
-    into it. Same values as one forward pass over every full row (tested). The LM head then
-    runs over chunks of tokens (`head_logprobs`), never on all of them at once.
+    and its KV cache is repeated G times for the completion tokens: (G - 1) / G of the
+    prompt's compute is saved, and the gradient still reaches the LoRA weights through the
+    shared prefix. Same values as one forward pass over every full row (tested). The LM
+    head then runs over chunks of tokens (`head_logprobs`), never on all of them at once.
     """
-    first, inverse = _distinct_completions(rollout)  # [U], [B]
-    hidden = _completion_hidden(model, rollout, first)  # [U, T, H]
+    hidden = _completion_hidden(model, rollout)  # [B, T, H]
     head = model.get_output_embeddings()
-    u, t, h = hidden.shape
-    targets = rollout.completion_ids[first]  # [U, T]
+    b, t, h = hidden.shape
+    targets = rollout.completion_ids  # [B, T]
     weight = head.weight if head.weight.dtype == torch.float32 else head.weight.float()
     bias = None if getattr(head, "bias", None) is None else head.bias.float()
-    logprobs, disparity = head_logprobs(hidden.reshape(u * t, h), weight, bias,
-                                        targets.reshape(u * t), with_disparity)
-    return TokenScores(logprobs.view(u, t)[inverse],  # [B, T]
-                       None if disparity is None else disparity.view(u, t)[inverse])
-
-
-def _distinct_completions(rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the first row of each distinct (prompt, completion) pair [U], in prompt order; which
-    of them each row is [B])."""
-    b = rollout.input_ids.shape[0]
-    row = torch.arange(b, device=rollout.input_ids.device)  # [B]
-    keys = torch.cat([(row // rollout.samples)[:, None], rollout.completion_ids,
-                      rollout.completion_mask], dim=1)  # [B, 1 + 2T]: prompt, tokens, mask
-    _, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [B], sorted by prompt
-    first = torch.full((int(inverse.max()) + 1,), b, device=row.device)  # [U]
-    return first.scatter_reduce(0, inverse, row, "amin"), inverse
+    logprobs, disparity = head_logprobs(hidden.reshape(b * t, h), weight, bias,
+                                        targets.reshape(b * t), with_disparity)
+    return TokenScores(logprobs.view(b, t),
+                       None if disparity is None else disparity.view(b, t))
 
 
 def head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -486,35 +486,28 @@ def _chunk_disparity(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return logp.gather(1, y[:, None]).squeeze(1).exp() - best_other.exp()  # [n]
 
 
-def _completion_hidden(model: PreTrainedModel, rollout: Rollout,
-                       rows: torch.Tensor | None = None) -> torch.Tensor:
-    """Last hidden states that predict each completion token y_1 .. y_T of the rollout's
-    `rows` [R] (default: every row): [R, T, H].
+def _completion_hidden(model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
+    """Last hidden states that predict each completion token y_1 .. y_T: [B, T, H].
 
-    Each prompt's cache comes from `_prompt_cache`, as in sampling, and is repeated for its
-    rows (`Cache.reorder_cache`, an index_select, so the gradient of every row reaches the
-    LoRA weights through the shared prefix too); one more pass then runs the last prompt
-    token and y_1 .. y_T-1 over it.
+    Each prompt's cache comes from `_shared_prompt_cache`, as in sampling; one more pass then
+    runs the last prompt token and y_1 .. y_T-1 over it, and the gradient reaches the LoRA
+    weights through the shared prefix too.
     """
     g, w = rollout.samples, rollout.prompt_width
-    b, t = rollout.completion_ids.shape
-    rows = torch.arange(b, device=rollout.input_ids.device) if rows is None else rows
+    t = rollout.completion_ids.shape[1]
     end = w + t - 1  # y_T predicts nothing
-    ids, mask = rollout.input_ids[rows], rollout.attention_mask[rows]  # [R, W + T]
     # Activation checkpointing re-runs each layer in the backward pass, and the re-run would
     # append the completions' keys to the shared cache a second time: score full rows then.
     recomputes = torch.is_grad_enabled() and any(
         getattr(m, "gradient_checkpointing", False) and m.training for m in model.modules())
-    cache = None
-    if not recomputes and rows.shape[0] > b // g:  # some prompt has more than one row
-        cache = _prompt_cache(model, rollout.input_ids[::g, :w], rollout.attention_mask[::g, :w])
-    if cache is not None:
-        cache.reorder_cache(rows // g)  # [P, ...] -> [R, ...]
+    cache = None if recomputes else _shared_prompt_cache(
+        model, rollout.input_ids[::g, :w], rollout.attention_mask[::g, :w], g)
     start = 0 if cache is None else cache.get_seq_length()
-    out = model.get_decoder()(input_ids=ids[:, start:end], attention_mask=mask[:, :end],
-                              position_ids=position_ids(mask)[:, start:end],
+    out = model.get_decoder()(input_ids=rollout.input_ids[:, start:end],
+                              attention_mask=rollout.attention_mask[:, :end],
+                              position_ids=position_ids(rollout.attention_mask)[:, start:end],
                               cache=cache, use_cache=cache is not None)
-    return out.last_hidden_state[:, -t:]  # [R, T, H]
+    return out.last_hidden_state[:, -t:]  # [B, T, H]
 
 
 def sampler_gap(sampled: torch.Tensor, scored: torch.Tensor, mask: torch.Tensor) -> float:
