@@ -62,12 +62,14 @@ for claim in api.claims():
 st.subheader("Start here: the quick comparison")
 runs = api.list_runs()
 est = api.estimate_comparison(runs)
+compared = api.comparison_config()
 st.markdown(
     f"One click trains **{', '.join(api.COMPARISON_RECIPES)}** side by side on the embedded "
-    f"tiny arithmetic model (quick settings: 100 steps, evaluation every 20). The four "
-    f"runs share this machine: expect {common.fmt_estimate(est)}. You can watch them live; "
-    "closing the browser does not stop them. (The command line's `classic` experiment is "
-    "the longer one: six recipes × three seeds at 300 steps.)")
+    f"tiny arithmetic model with the calibration experiment's own settings ({compared.steps} "
+    f"steps, evaluation every {compared.eval_every}, seed {compared.seed}). The four runs "
+    f"share this machine: expect {common.fmt_estimate(est)}. You can watch them live; "
+    "closing the browser does not stop them. (The command line's `classic` experiment runs "
+    "all six recipes × three seeds.)")
 if st.button("Run the quick comparison", type="primary", key="home_compare",
              icon=":material/play_arrow:"):
     try:

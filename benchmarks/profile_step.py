@@ -9,10 +9,7 @@ one evaluation), then optionally prints cProfile's top functions for the samplin
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import os
-import pstats
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -22,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from benchmarks.timing import print_profile
 from core.config import build_config
 from core.data.tasks import get_task
 from core.engine.evaluate import evaluate
@@ -118,14 +116,7 @@ def main() -> None:
         print(f"evaluation ({config.eval_prompts} prompts x n={config.eval_samples} + "
               f"greedy): {clock() - t:.2f} s")
     if args.cprofile:
-        prof = cProfile.Profile()
-        prof.enable()
-        for _ in range(10):
-            step()
-        prof.disable()
-        out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
-        print(out.getvalue())
+        print_profile(lambda: [step() for _ in range(10)])
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import cProfile
+import io
+import pstats
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from core.config import RunConfig
@@ -29,3 +33,14 @@ def train_step_seconds(config: RunConfig, loaded: LoadedModel | None = None) -> 
         writer.update_status = update_status  # type: ignore[method-assign]
         train(config, writer, loaded=loaded)
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+
+
+def print_profile(work: Callable[[], object], top: int = 25) -> None:
+    """cProfile's top functions by own time for one call of `work`."""
+    prof = cProfile.Profile()
+    prof.enable()
+    work()
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    print(out.getvalue())

@@ -40,11 +40,13 @@ from core.runtime.store import (
 )
 from core.runtime.workshop import WorkshopError
 
-# The Home page's one-click quick comparison: four recipes at the quick preset, tagged as one
-# group. (The command line's six-recipe x three-seed experiments are core.experiments.)
+# The Home page's one-click quick comparison: four of the calibration (classic) experiment's
+# recipes at that experiment's own settings (its preset and task) and one seed, tagged as one
+# group, so it shows what the experiment reports. (The command line's experiments run every
+# recipe over three seeds: core.experiments.)
 COMPARISON_RECIPES = ("binary", "rlcr", "psr", "nsr")
 COMPARISON_PREFIX = "compare-"
-COMPARISON_PRESET = "quick"
+COMPARISON_EXPERIMENT = "classic"
 
 
 # --- where runs live ---------------------------------------------------------------------
@@ -403,13 +405,21 @@ def comparison_tag(now: float | None = None) -> str:
     return COMPARISON_PREFIX + time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
 
 
+def comparison_config(recipe: str = COMPARISON_RECIPES[0], **overrides: Any) -> RunConfig:
+    """One run of the quick comparison: the calibration experiment's settings, seed 0."""
+    spec = EXPERIMENTS[COMPARISON_EXPERIMENT]
+    return build_config(**{**spec.base_values(), "task": spec.task, "recipe": recipe,
+                           "seed": 0, **overrides})
+
+
 def launch_comparison(root: Path | str | None = None, now: float | None = None,
                       user: str | None = None, **overrides: Any) -> tuple[str, list[str]]:
-    """binary, rlcr, psr and nsr on the embedded model with the quick preset, tagged as one
-    group. CPU threads are shared out among the runs that train at once (the queue's cap)."""
+    """binary, rlcr, psr and nsr on the embedded model with the calibration experiment's
+    settings (`comparison_config`), tagged as one group. CPU threads are shared out among the
+    runs that train at once (the queue's cap)."""
     tag = comparison_tag(now)
     threads = slots.threads_per_run(min(len(COMPARISON_RECIPES), slots.max_runs()))
-    configs = [build_config(COMPARISON_PRESET, recipe=recipe, threads=threads, **overrides)
+    configs = [comparison_config(recipe, threads=threads, **overrides)
                for recipe in COMPARISON_RECIPES]
     # All four or none: a person one run short of the workshop limit gets a clear no.
     workshop.check_launch(configs[0].to_dict(), user, _active_runs(store(root), user),
@@ -576,7 +586,7 @@ def judge_estimate(config: RunConfig) -> tuple[int, float] | None:
 def estimate_comparison(runs: list[RunRecord] | None = None,
                         root: Path | str | None = None) -> estimates.Estimate | None:
     """The quick comparison's four runs, launched together on this machine."""
-    return estimates.estimate_group(estimate(build_config(COMPARISON_PRESET), runs, root),
+    return estimates.estimate_group(estimate(comparison_config(), runs, root),
                                     len(COMPARISON_RECIPES))
 
 

@@ -35,6 +35,16 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+class _Switch(argparse.BooleanOptionalAction):
+    """--x sets a bool field to True and --no-x to False. argparse's own action reads every
+    flag that starts with --no- as False, so for the field no_eval `--no-eval` kept the
+    evaluations on."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, option_string == self.option_strings[0])
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, skip: Collection[str] = (),
                       defaults: Callable[[str], str] | None = None) -> None:
     """One flag per RunConfig field, documented with the field's own help text and the value
@@ -46,7 +56,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: Collection[str] = (
         help_text = f"{f.metadata['help']} (default: {used})"
         if f.type in ("bool", bool):
             parser.add_argument(_flag(f.name), dest=f.name, default=None, help=help_text,
-                                action=argparse.BooleanOptionalAction)
+                                action=_Switch)
         elif f.name == "pass_k":
             parser.add_argument(_flag(f.name), dest=f.name, default=None, metavar="K,K,...",
                                 type=lambda s: tuple(int(k) for k in s.split(",") if k),

@@ -85,7 +85,9 @@ def test_estimate_learns_from_finished_runs(runs_dir, tmp_path, monkeypatch):
     measured = api.estimate(quick)
     assert measured.basis.startswith("measured on")
     assert api.estimate(build_config("smoke")).seconds < measured.seconds
-    assert api.estimate_comparison().seconds == pytest.approx(4 * measured.seconds)
+    one = api.estimate(api.comparison_config())  # the calibration experiment's 300 steps
+    assert one.seconds > measured.seconds
+    assert api.estimate_comparison().seconds == pytest.approx(4 * one.seconds)
 
 
 def test_eta_of_a_running_run(runs_dir):

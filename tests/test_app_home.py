@@ -6,7 +6,8 @@ import pytest
 from app_helpers import IDS, ok, page, texts, use_store
 
 from core import api
-from core.config import PRESETS, RunConfig
+from core.config import RunConfig
+from core.experiments.registry import EXPERIMENTS
 from core.recipe_info import RECIPE_INFO
 from core.runtime.store import RunStore
 
@@ -46,10 +47,12 @@ def test_quick_comparison_launches_four_tagged_runs_and_opens_compare(runs_dir, 
     at.button(key="home_compare").click().run()
     ok(at)
     assert [c.recipe for c in launched] == list(api.COMPARISON_RECIPES)
-    quick = PRESETS["quick"]
+    experiment = EXPERIMENTS["classic"]  # the calibration experiment's own settings
     for c in launched:
-        assert c.model == "embedded" and c.threads >= 1
-        assert all(getattr(c, k) == v for k, v in quick.items())
+        assert c.model == "embedded" and c.threads >= 1 and c.seed == 0
+        assert c.task == experiment.task
+        assert all(getattr(c, k) == v for k, v in experiment.settings.items())
+    assert launched[0].steps == 300
     ids = at.session_state["compare_ids"]
     assert len(ids) == 4
     tags = {t for i in ids for t in api.load_run(i).tags}

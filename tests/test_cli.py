@@ -137,6 +137,16 @@ def test_train_help_documents_every_field():
         assert squash(help_text(f.name)) in out, f.name
 
 
+@pytest.mark.parametrize(("argv", "no_eval", "merged"), [
+    ([], None, None), (["--no-eval"], True, None), (["--no-no-eval"], False, None),
+    (["--merged-sampling"], None, True), (["--no-merged-sampling"], None, False)])
+def test_bool_flags_set_their_field_also_when_its_name_starts_with_no(argv, no_eval, merged):
+    from core.cli import build_parser
+
+    args = build_parser().parse_args(["train", *argv])
+    assert (args.no_eval, args.merged_sampling) == (no_eval, merged)
+
+
 def test_list_json_on_an_empty_runs_dir(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -154,15 +154,22 @@ def test_sampling_slices_follow_the_kv_budget(monkeypatch) -> None:
     assert calls == [1] * 6
 
 
-def test_checking_finished_every_few_steps_gives_the_same_rollout(monkeypatch) -> None:
+@pytest.mark.parametrize(("samples", "temperature"), [(1, None), (4, 1.0)])
+def test_checking_finished_every_few_steps_gives_the_same_rollout(monkeypatch, samples,
+                                                                   temperature) -> None:
+    """Greedy, or sampled with the same seed (every step draws for every row either way):
+    regrouping the rows by prefix every step or only at a late read gives the same rows."""
     loaded = load_policy(RunConfig(threads=1))
     examples = TASKS["add"].eval_set(5)
     assert rollout_module.finished_check_every(torch.device("cpu")) == 1
     assert rollout_module.finished_check_every(torch.device("cuda")) == 8
-    every_step = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, examples, 1,
-                        None, 16)  # greedy: no random draws, so the tokens must agree
+    torch.manual_seed(0)
+    every_step = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, examples,
+                        samples, temperature, 16)
     monkeypatch.setattr(rollout_module, "finished_check_every", lambda device: 16)
-    late = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, examples, 1, None, 16)
+    torch.manual_seed(0)
+    late = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, examples, samples,
+                  temperature, 16)
     assert every_step.completion_mask.shape[1] < 16  # decoding went on after every row ended
     assert torch.equal(late.input_ids, every_step.input_ids)
     assert torch.equal(late.completion_mask, every_step.completion_mask)

@@ -106,10 +106,11 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Prom
     prompt_mask = enc["attention_mask"].repeat_interleave(samples, dim=0)  # [B, W]
     eos = _eos_ids(model, tokenizer).to(device)
     with torch.inference_mode():
-        cache = _shared_prompt_cache(model, enc["input_ids"], enc["attention_mask"], samples)
-        completion, logprobs, entropy = _decode(model, input_ids, prompt_mask, cache,
-                                                max_new_tokens, temperature, eos,
-                                                tokenizer.pad_token_id,
+        cache = _prompt_cache(model, enc["input_ids"], enc["attention_mask"]) \
+            if samples > 1 else None
+        completion, logprobs, entropy = _decode(model, enc["input_ids"], enc["attention_mask"],
+                                                samples, cache, max_new_tokens, temperature,
+                                                eos, tokenizer.pad_token_id,
                                                 finished_check_every(device), generators)
     completion, logprobs = completion.clone(), logprobs.clone()  # normal tensors for autograd
     is_eos = torch.isin(completion, eos)  # [B, T]
@@ -135,12 +136,13 @@ FINISHED_CHECK_EVERY_GPU = 8  # decode steps between reads of `finished` on an a
 
 
 def finished_check_every(device: torch.device) -> int:
-    """How often decoding asks whether every row has ended.
+    """How often decoding reads on the host which rows are still going, to drop the rows that
+    ended and run each distinct prefix once (`_decode`).
 
-    The answer is read on the host, which waits for the GPU to finish all queued work: once a
-    step stalls the GPU every token. On the CPU it costs nothing, and checking every step
-    draws no token after the last row ends, so a seed gives the same figures as ever; on a
-    GPU, rows that ended keep drawing padding for up to 7 more steps (their mask is 0).
+    The read waits for the GPU to finish all queued work: once a step it stalls the GPU every
+    token. On the CPU it costs nothing; on a GPU, rows that ended keep drawing padding for up
+    to 7 more steps (their mask is 0) and rows that share a prefix run it separately until
+    the next read.
     """
     return 1 if device.type == "cpu" else FINISHED_CHECK_EVERY_GPU
 
@@ -154,29 +156,47 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> torc
     return torch.tensor(sorted(i for i in ids if i is not None))
 
 
-def _decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-            cache: Cache | None, max_new_tokens: int, temperature: float | None,
-            eos: torch.Tensor, pad_id: int, check_every: int = 1,
+def _decode(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+            samples: int, cache: Cache | None, max_new_tokens: int,
+            temperature: float | None, eos: torch.Tensor, pad_id: int, check_every: int = 1,
             generators: Sequence[torch.Generator] | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token by token with the KV cache: (tokens [B, T], log pi(token) at T = 1 [B, T],
-    entropy of pi at T = 1 [B, T]).
+    """`samples` continuations of each of P prompts [P, W], token by token with the KV cache:
+    (tokens [B, T], log pi(token) at T = 1 [B, T], entropy of pi at T = 1 [B, T]), B = P x
+    samples, each prompt's rows contiguous. `cache` holds every prompt token but the last,
+    once per prompt (or is None: the first step then runs the whole prompt).
+
+    The network runs once per distinct prefix, not once per row: rows are drawn from the
+    logits of their prefix (a node), and after each read (`finished_check_every`) the rows
+    that have not ended are regrouped by (node, token drawn), so a prompt's samples that
+    agree so far share one row of the forward pass and of the cache (as beam search moves
+    its beams, by `Cache.reorder_cache`), and rows that ended drop out. A small model's
+    samples agree often: at the start of the classic experiment 128 prompts x 16 samples
+    decode 28 % of the row-steps that every row would, at n = 64 17 %.
 
     The same sampling as `generate` with do_sample, temperature, top_k = 0 and top_p = 1 (the
-    same tokens for the same seed; tested), without a hub model's own sampling defaults
-    (repetition penalties, top-k) that would make the samples differ from the policy that
-    training scores, and without keeping every step's [B, V] logits to read log-probs.
+    same tokens for the same seed; tested): every row still draws from its own [V] softmax
+    each step, so the random stream is consumed as before. Without a hub model's own sampling
+    defaults (repetition penalties, top-k) that would make the samples differ from the policy
+    that training scores, and without keeping every step's [B, V] logits to read log-probs.
     """
-    positions = position_ids(attention_mask)  # [B, W]
+    rows = prompt_ids.shape[0] * samples  # B
+    device = prompt_ids.device
+    every_row = torch.arange(rows, device=device)  # [B]
+    node_of_row = every_row // samples  # [B] the node (distinct prefix) each row reads
+    mask = prompt_mask  # [U, W + t] per node
     done_before = 0 if cache is None else cache.get_seq_length()
-    step_ids, step_pos = input_ids[:, done_before:], positions[:, done_before:]
-    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    step_ids = prompt_ids[:, done_before:]  # [U, W - done_before]
+    step_pos = position_ids(prompt_mask)[:, done_before:]
+    per_row = samples == 1  # whether node i is row i (then nothing needs moving)
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)  # [B]
     tokens, logprobs, entropy = [], [], []
     for step in range(max_new_tokens):
-        out = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_pos,
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
                     cache=cache, use_cache=True, logits_to_keep=1)
         cache = out.cache
-        logits = out.logits[:, -1].float()  # [B, V]
+        node_logits = out.logits[:, -1].float()  # [U, V]
+        logits = node_logits[node_of_row]  # [B, V]
         if temperature is None:
             chosen = logits.argmax(-1)  # [B]
         elif generators is not None:
@@ -185,31 +205,43 @@ def _decode(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: tor
             chosen = torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(1)
         chosen = chosen.masked_fill(finished, pad_id)  # [B]
         tokens.append(chosen)
-        log_p = torch.log_softmax(logits, -1)  # [B, V]
-        logprobs.append(log_p.gather(1, chosen[:, None]).squeeze(1))
+        log_p = torch.log_softmax(node_logits, -1)  # [U, V]
+        logprobs.append(log_p[node_of_row].gather(1, chosen[:, None]).squeeze(1))  # [B]
         # The policy's own spread (T = 1), whatever temperature sampled: -sum p log p.
-        entropy.append(-(log_p.exp() * log_p).sum(-1))  # [B]
+        entropy.append(-(log_p.exp() * log_p).sum(-1)[node_of_row])  # [B]
         finished = finished | torch.isin(chosen, eos)
-        if (step + 1) % check_every == 0 and bool(finished.all()):
-            break
-        step_ids, step_pos = chosen[:, None], step_pos[:, -1:] + 1  # [B, 1]
-        attention_mask = torch.cat([attention_mask, torch.ones_like(step_ids)], dim=1)
+        if (step + 1) % check_every == 0:  # regroup the rows still going by prefix
+            going = (~finished).nonzero().squeeze(1)  # [R]
+            if going.numel() == 0:
+                break
+            vocab = node_logits.shape[1]
+            nodes, inverse = torch.unique(node_of_row[going] * vocab + chosen[going],
+                                          return_inverse=True)  # [U'], [R]
+            parent, next_ids = nodes // vocab, nodes % vocab  # [U'] each
+            node_of_row = torch.zeros_like(node_of_row).index_copy(0, going, inverse)
+            moved = parent.shape[0] != step_ids.shape[0] or not torch.equal(
+                parent, every_row[:parent.shape[0]])  # read on the host, as `going` was
+            per_row = False
+        else:  # one node per row until the next read, decided without asking the device
+            parent, next_ids, moved = node_of_row, chosen, not per_row
+            node_of_row, per_row = every_row, True
+        if moved:
+            cache.reorder_cache(parent)
+            mask, step_pos = mask[parent], step_pos[parent]
+        step_ids, step_pos = next_ids[:, None], step_pos[:, -1:] + 1  # [U', 1]
+        mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)  # [U', W + t + 1]
     return torch.stack(tokens, 1), torch.stack(logprobs, 1), torch.stack(entropy, 1)
 
 
-def _shared_prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
-                         prompt_mask: torch.Tensor, samples: int) -> Cache | None:
-    """KV cache of every prompt but its last token, computed once and repeated `samples` times.
-
-    Generating from full rows would run each prompt once per sample; this runs it once per
-    prompt, and decoding starts from the last prompt token (same tokens; tested).
-    """
-    if samples == 1 or prompt_ids.shape[1] < 2:
+def _prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
+                  prompt_mask: torch.Tensor) -> Cache | None:
+    """KV cache of every prompt [P, W] but its last token, one row per prompt (None if W < 2):
+    a prompt's samples start from it, so the prompt runs once, not once per sample."""
+    if prompt_ids.shape[1] < 2:
         return None
     out = model(input_ids=prompt_ids[:, :-1], attention_mask=prompt_mask[:, :-1],
                 position_ids=position_ids(prompt_mask)[:, :-1], use_cache=True,
                 logits_to_keep=1)
-    out.cache.batch_repeat_interleave(samples)  # [P, ...] -> [B, ...], differentiable
     return out.cache
 
 
@@ -227,6 +259,22 @@ def row_draw(logits: torch.Tensor, temperature: float,
                      for g in generators]).to(logits.device)  # [B, V] uniform in [0, 1)
     gumbel = -torch.log(-torch.log(u.clamp(min=torch.finfo(torch.float64).tiny)))  # [B, V]
     return (logits.double() / temperature + gumbel).argmax(-1)  # [B]
+
+
+def _shared_prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
+                         prompt_mask: torch.Tensor, samples: int) -> Cache | None:
+    """`_prompt_cache` repeated `samples` times, for scoring each prompt's completions.
+
+    Scoring from full rows would run each prompt once per sample; this runs it once per
+    prompt, and the pass over the completions starts from the last prompt token (same
+    values and gradients; tested).
+    """
+    if samples == 1:
+        return None
+    cache = _prompt_cache(model, prompt_ids, prompt_mask)
+    if cache is not None:
+        cache.batch_repeat_interleave(samples)  # [P, ...] -> [B, ...], differentiable
+    return cache
 
 
 def sample_in_slices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
