@@ -2,6 +2,8 @@
 
 import os
 
+from core.runtime.slots import cores
+
 
 def _omp_wait_policy() -> None:
     """Idle OpenMP threads sleep when other programs already hold the cores, else spin.
@@ -19,7 +21,7 @@ def _omp_wait_policy() -> None:
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return
     try:
-        busy = os.getloadavg()[0] > (os.cpu_count() or 1)
+        busy = os.getloadavg()[0] > cores()
     except (OSError, AttributeError):  # no load average on this platform
         return
     if busy:
