@@ -11,7 +11,9 @@ path the app, the experiments and sweeps take, in a fresh store:
   `launch` took, the wall from `launch` to the first metrics row, and the CPU seconds (user +
   system, from /proc) the run's process had used when that row appeared;
 - quick: the whole quick preset (100 steps, 6 evaluations, default threads): the wall from
-  `launch` to the first metrics row and to the run's end.
+  `launch` to the first metrics row and to the run's end;
+- queued: the memory (Rss, Pss, own pages) of 3 runs waiting in line while the benchmark
+  holds the only slot, 20 s after their launch.
 
 A tree with warm starts keeps one server (in a private folder, ended at the end) across the
 repeats; its first launch, which starts the server, is printed apart and left out of the
@@ -34,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SHAPES = {"startup": {"steps": 1, "no_eval": True, "threads": 1}, "quick": {}}
+SHAPES = {"startup": {"steps": 1, "no_eval": True, "threads": 1}, "quick": {}, "queued": {}}
 DEADLINE = 900.0
 
 
@@ -81,6 +83,42 @@ def worker(code: Path, shape: str) -> dict[str, float | None]:
     return row
 
 
+def memory_kib(pid: int) -> dict[str, int]:
+    """Rss, Pss and the process's own pages (Private_Clean + Private_Dirty), in KiB."""
+    rows = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        rows[name] = int(value.split()[0])
+    return {"rss": rows["Rss"], "pss": rows["Pss"],
+            "own": rows["Private_Clean"] + rows["Private_Dirty"]}
+
+
+def queued_memory(code: Path, shape: str, runs: int = 3, settle: float = 20.0) -> dict[str, object]:
+    """The memory of `runs` runs waiting in line (this process holds the only slot)."""
+    os.environ["CALIBRATION_LAB_MAX_RUNS"] = "1"
+    sys.path.insert(0, str(code))
+    from core.config import build_config
+    from core.runtime import runner, slots
+    from core.runtime.store import ACTIVE, RunStore
+
+    store = RunStore(tempfile.mkdtemp(prefix="warm-bench-"))
+    slot = slots.try_slot(store.root, 1)
+    ids = [runner.launch(build_config("quick", seed=s, **SHAPES["startup"]), store.root)
+           for s in range(runs)]
+    time.sleep(settle)  # each waiting process reaches its poll loop
+    pids = [store.load(i, metrics=False).pid for i in ids]
+    memory = [memory_kib(pid) for pid in pids]
+    for run_id in ids:
+        runner.stop(run_id, store.root)
+    deadline = time.monotonic() + 60
+    while any(store.load(i, metrics=False).status in ACTIVE for i in ids):
+        assert time.monotonic() < deadline, "the waiting runs did not stop"
+        time.sleep(0.1)
+    slot.release()
+    shutil.rmtree(store.root)
+    return {"waiting_runs": memory}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--code", type=Path, action="append", default=[])
@@ -89,7 +127,8 @@ def main() -> None:
     ap.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
-        print(json.dumps(worker(args.worker.resolve(), args.shape)))
+        measure = queued_memory if args.shape == "queued" else worker
+        print(json.dumps(measure(args.worker.resolve(), args.shape)))
         return
     servers = Path(tempfile.mkdtemp(prefix="wb-"))
     env = {**os.environ, "CALIBRATION_LAB_WARM_DIR": str(servers), "OMP_WAIT_POLICY": "PASSIVE"}
@@ -108,6 +147,8 @@ def main() -> None:
             if i:
                 results[code].append(row)
     for code, rows in results.items():
+        if args.shape == "queued":
+            continue
         medians = {k: statistics.median(r[k] for r in rows) for k in rows[0]
                    if isinstance(rows[0][k], float)}
         print(f"median over {len(rows)} of {code}: "

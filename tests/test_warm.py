@@ -184,3 +184,18 @@ def test_a_server_refuses_to_fork_once_the_code_changed(tmp_path, monkeypatch):
 
 def test_warm_starts_are_off_in_tests_unless_asked():
     assert os.environ[warm.WARM_ENV] == "0" and not warm.enabled()
+
+
+def test_a_key_a_server_refused_goes_straight_to_a_fresh_process(tmp_path, monkeypatch):
+    folder = tmp_path / "servers"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setenv(warm.WARM_ENV, "1")
+    monkeypatch.setenv(warm.WARM_DIR_ENV, str(folder))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # the key does not follow the load
+    key = warm.server_key(warm.code_fingerprint(), warm.import_env())
+    (folder / f"{key}.refused").write_text("CUDA was started as the engine loaded\n")
+    writer = RunStore(tmp_path / "runs").create(build_config("smoke"))
+    assert warm.fork_run(writer.path) is None
+    assert f"{NO_WARM} (CUDA was started as the engine loaded)" in log(RunStore(
+        tmp_path / "runs"), writer.run_id)
+    assert sorted(p.name for p in folder.iterdir()) == [f"{key}.refused"]  # none started

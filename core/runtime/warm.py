@@ -13,8 +13,8 @@ with the launcher's own logic (runner.record_end).
 
 Fork safety: the server imports but runs no torch op. GNU OpenMP's thread pool, which a
 forked child cannot use (its first parallel op hangs), starts only at the first parallel op;
-CUDA starts only in the child. A probe child checks at start-up that torch does not consider
-a fork unsafe (`torch.cuda._is_in_bad_fork`, set when the parent had touched CUDA). The BLAS
+CUDA starts only in the child: the server refuses to serve if the CUDA driver is loaded in it
+or a probe child finds torch calling the fork unsafe (`torch.cuda._is_in_bad_fork`). The BLAS
 threads numpy and scipy start at import are re-made after a fork by OpenBLAS's own fork
 handlers. `gc.freeze()` keeps the children from copying the server's memory when they
 collect garbage.
@@ -156,6 +156,8 @@ def _connect(folder: Path, key: str, env: dict[str, str]) -> socket.socket:
     address = str(folder / f"{key}.sock")
     with contextlib.suppress(OSError):
         return _dial(address)
+    with contextlib.suppress(FileNotFoundError):  # not again for this code: it would fail
+        raise WarmError((folder / f"{key}.refused").read_text().strip())
     server = start_server(folder, key, env)
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
@@ -240,7 +242,9 @@ def serve(folder: Path, key: str, execute_dir: Callable[[Path], int],
     if os.environ.get("OMP_WAIT_POLICY") != started.get("OMP_WAIT_POLICY"):
         return _say("the load changed while the engine loaded; the next run starts another")
     if not _fork_is_safe():
-        return _say("torch reports a fork would be unsafe here (CUDA touched on import)")
+        why = "CUDA was started as the engine loaded: a forked run could not use it"
+        (folder / f"{key}.refused").write_text(why + "\n")  # for as long as this code lasts
+        return _say(why)
     _say(f"engine imported in {time.process_time() - t0:.2f} CPU s; serving")
     address = folder / f"{key}.sock"
     address.unlink(missing_ok=True)  # a dead server's: this one holds the key's lock
@@ -279,7 +283,12 @@ def _say(message: str) -> int:
 
 
 def _fork_is_safe() -> bool:
-    """Whether torch agrees a child forked now may use CUDA (asked in a probe child)."""
+    """Whether a child forked now may use CUDA: the CUDA driver is not loaded here (a call
+    such as torch.cuda.device_count() loads and starts it, and a forked child cannot use a
+    driver its parent started) and torch agrees (asked in a probe child)."""
+    with contextlib.suppress(OSError):
+        if "libcuda.so" in Path("/proc/self/maps").read_text():
+            return False
     pid = os.fork()
     if pid == 0:
         torch = sys.modules["torch"]
