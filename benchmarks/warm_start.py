@@ -12,6 +12,8 @@ path the app, the experiments and sweeps take, in a fresh store:
   system, from /proc) the run's process had used when that row appeared;
 - quick: the whole quick preset (100 steps, 6 evaluations, default threads): the wall from
   `launch` to the first metrics row and to the run's end;
+- experiment: the wall of the whole `python -m core experiment classic --seeds 0 --steps 1
+  --no-eval` command (the classic experiment's 6 arms, 1 step each, through the queue);
 - queued: the memory (Rss, Pss, own pages) of 3 runs waiting in line while the benchmark
   holds the only slot, 20 s after their launch.
 
@@ -36,7 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-SHAPES = {"startup": {"steps": 1, "no_eval": True, "threads": 1}, "quick": {}, "queued": {}}
+SHAPES = {"startup": {"steps": 1, "no_eval": True, "threads": 1}, "quick": {}, "queued": {},
+          "experiment": {}}
 DEADLINE = 900.0
 
 
@@ -119,6 +122,19 @@ def queued_memory(code: Path, shape: str, runs: int = 3, settle: float = 20.0) -
     return {"waiting_runs": memory}
 
 
+def experiment(code: Path, shape: str) -> dict[str, float]:
+    """The wall of a whole `python -m core experiment` command from the tree `code`."""
+    folder = Path(tempfile.mkdtemp(prefix="warm-bench-"))
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "core", "experiment", "classic", "--seeds", "0",
+                    "--steps", "1", "--no-eval", "--runs-dir", str(folder / "runs"),
+                    "--out", str(folder / "out")], cwd=code, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    row = {"experiment_s": time.perf_counter() - t0}
+    shutil.rmtree(folder)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--code", type=Path, action="append", default=[])
@@ -127,7 +143,7 @@ def main() -> None:
     ap.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
-        measure = queued_memory if args.shape == "queued" else worker
+        measure = {"queued": queued_memory, "experiment": experiment}.get(args.shape, worker)
         print(json.dumps(measure(args.worker.resolve(), args.shape)))
         return
     servers = Path(tempfile.mkdtemp(prefix="wb-"))

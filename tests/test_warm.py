@@ -115,14 +115,21 @@ def test_warm_and_fresh_runs_log_the_same_metrics_bit_for_bit(store, monkeypatch
     assert len(warm_rows) == 7 and warm_rows == fresh_rows
 
 
-def test_stop_ends_a_warm_run_after_its_step(store):
-    run_id = launch(store, steps=200, eval_every=100)
+def test_stop_ends_a_warm_run_after_its_step_and_it_continues_warm(store):
+    run_id = launch(store, steps=24, eval_every=12, checkpoint_every=5)
     wait_for(lambda: store.load(run_id).step >= 2, "step 2")
     asked = time.monotonic()
     assert runner.stop(run_id, store.root)
     stopped = wait_for(lambda: ended(store, run_id), "the run to stop", timeout=10)
     assert stopped.status == "stopped" and time.monotonic() - asked < 5
     assert stopped.checkpoint_step == stopped.step >= 2
+
+    runner.resume(run_id, store.root)
+    done = wait_for(lambda: ended(store, run_id), "the continued run to finish")
+    assert (done.status, done.step) == ("finished", 24)
+    assert [t["step"] for t in done.train] == list(range(1, 25))  # each step once
+    assert [e["step"] for e in done.evals] == [0, 12, 24]
+    assert NO_WARM not in log(store, run_id)
 
 
 def test_a_sigkilled_warm_run_is_recorded_failed_by_the_server(store):
