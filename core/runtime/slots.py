@@ -54,6 +54,11 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+# Set in a warm server's environment (core.runtime.warm): the launcher that started it has
+# already chosen the policy for the load at its launch, and the server's key says which.
+OMP_DECIDED_ENV = "CALIBRATION_LAB_OMP_DECIDED"
+
+
 def omp_wait_policy() -> str | None:
     """"PASSIVE" (idle OpenMP threads sleep) when other programs already hold the cores, else
     None (they spin a while first, libgomp's default); for torch to read as it loads.
@@ -67,7 +72,7 @@ def omp_wait_policy() -> str | None:
     one-thread run has no second thread to wait for; OMP_WAIT_POLICY or GOMP_SPINCOUNT in
     the environment win (None: leave the environment as it is).
     """
-    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+    if any(v in os.environ for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", OMP_DECIDED_ENV)):
         return None
     try:
         busy = os.getloadavg()[0] > cores()

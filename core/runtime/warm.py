@@ -95,7 +95,9 @@ def server_key(code: str, env: dict[str, str]) -> str:
 
 def import_env() -> dict[str, str]:
     """This process's environment as a fresh run's process would have it when torch loads
-    (core.engine sets OMP_WAIT_POLICY from the load, slots.omp_wait_policy)."""
+    (core.engine sets OMP_WAIT_POLICY from the load, slots.omp_wait_policy). Chosen now,
+    at the launch, where a fresh process chooses once it has its slot; the server started
+    for it keeps the choice (slots.OMP_DECIDED_ENV)."""
     env = dict(os.environ)
     policy = slots.omp_wait_policy()
     if policy is not None:
@@ -159,18 +161,21 @@ def _connect(folder: Path, key: str, env: dict[str, str]) -> socket.socket:
     with contextlib.suppress(FileNotFoundError):  # not again for this code: it would fail
         raise WarmError((folder / f"{key}.refused").read_text().strip())
     server = start_server(folder, key, env)
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            return _dial(address)
-        except OSError:
-            if server.poll() is not None:  # it exited: another server won, or it failed
-                with contextlib.suppress(OSError):
-                    return _dial(address)
-                raise WarmError(f"the warm server exited with code {server.returncode}; "
-                                f"see {folder / (key + '.log')}") from None
-            time.sleep(POLL_SECONDS)
-    raise WarmError(f"the warm server did not start within {START_SECONDS:.0f} s")
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                return _dial(address)
+            except OSError:
+                if server.poll() is not None:  # it exited: another server won, or it failed
+                    with contextlib.suppress(OSError):
+                        return _dial(address)
+                    raise WarmError(f"the warm server exited with code {server.returncode}; "
+                                    f"see {folder / (key + '.log')}") from None
+                time.sleep(POLL_SECONDS)
+        raise WarmError(f"the warm server did not start within {START_SECONDS:.0f} s")
+    finally:  # reaped from now on (a waiting thread would keep poll() above from seeing it)
+        threading.Thread(target=server.wait, daemon=True).start()
 
 
 def _dial(address: str) -> socket.socket:
@@ -184,13 +189,12 @@ def _dial(address: str) -> socket.socket:
 
 
 def start_server(folder: Path, key: str, env: dict[str, str]) -> subprocess.Popen:
-    """`python -m core _warm` in its own session, its output in KEY.log. Reaped here."""
+    """`python -m core _warm` in its own session, its output in KEY.log."""
     with open(folder / f"{key}.log", "a") as log:
         proc = subprocess.Popen(  # an argument list: no shell
             [sys.executable, "-m", "core", "_warm", "--dir", str(folder), "--key", key],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=REPO_ROOT, env=env)
-    threading.Thread(target=proc.wait, daemon=True).start()
+            start_new_session=True, cwd=REPO_ROOT, env={**env, slots.OMP_DECIDED_ENV: "1"})
     return proc
 
 
@@ -239,8 +243,6 @@ def serve(folder: Path, key: str, execute_dir: Callable[[Path], int],
     t0 = time.process_time()
     import core.engine.train  # noqa: F401  the point of this process: torch and the rest
 
-    if os.environ.get("OMP_WAIT_POLICY") != started.get("OMP_WAIT_POLICY"):
-        return _say("the load changed while the engine loaded; the next run starts another")
     if not _fork_is_safe():
         why = "CUDA was started as the engine loaded: a forked run could not use it"
         (folder / f"{key}.refused").write_text(why + "\n")  # for as long as this code lasts
