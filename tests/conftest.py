@@ -1,4 +1,5 @@
-"""Fixtures shared by the app tests."""
+"""Fixtures shared by the tests: every test starts runs as fresh processes; the app tests share
+fake_launch."""
 
 from __future__ import annotations
 
