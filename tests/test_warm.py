@@ -7,6 +7,7 @@ model with tiny settings; every wait has a deadline. One server serves the whole
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -206,3 +207,24 @@ def test_a_key_a_server_refused_goes_straight_to_a_fresh_process(tmp_path, monke
     assert f"{NO_WARM} (CUDA was started as the engine loaded)" in log(RunStore(
         tmp_path / "runs"), writer.run_id)
     assert sorted(p.name for p in folder.iterdir()) == [f"{key}.refused"]  # none started
+
+
+def test_a_server_that_cannot_serve_means_a_fresh_process(tmp_path, monkeypatch):
+    """The key's lock is held by a process that does not listen (a wedged server): the server
+    started for the run exits at once and the run starts fresh, saying why."""
+    folder = Path(tempfile.mkdtemp(prefix="warm-held-"))
+    try:
+        monkeypatch.setenv(warm.WARM_ENV, "1")
+        monkeypatch.setenv(warm.WARM_DIR_ENV, str(folder))
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+        key = warm.server_key(warm.code_fingerprint(), warm.import_env())
+        held = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        writer = RunStore(tmp_path / "runs").create(build_config("smoke"))
+        assert warm.fork_run(writer.path) is None
+        os.close(held)
+        said = (writer.path / "log.txt").read_text()
+        assert f"{NO_WARM} (the warm server exited with code 0" in said
+        assert "another server already serves this key" in (folder / f"{key}.log").read_text()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

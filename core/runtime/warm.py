@@ -21,10 +21,10 @@ collect garbage.
 
 Never stale: the socket's name is a fingerprint of core/'s sources, the interpreter and the
 environment (torch reads some variables, e.g. OMP_WAIT_POLICY, once as it loads), and the
-server checks the sources again before each fork; a server whose code changed exits. It
-also exits after IDLE_SECONDS with no child. Whenever no server can serve, the runner
-starts a fresh interpreter as before and the run's log.txt says why.
-Off with CALIBRATION_LAB_WARM=0.
+server checks the sources again before each fork; a server whose code changed takes no more
+runs and exits once its runs have ended. It also exits after IDLE_SECONDS with no child.
+Whenever no server can serve, the runner starts a fresh interpreter as before and the run's
+log.txt says why. Off with CALIBRATION_LAB_WARM=0.
 """
 
 from __future__ import annotations
@@ -255,27 +255,46 @@ def serve(folder: Path, key: str, execute_dir: Callable[[Path], int],
     listener.listen(64)
     gc.freeze()  # the children share these objects; a collection must not copy them
     children: dict[int, Path] = {}
-    last_busy = time.monotonic()
     try:
-        while True:
-            _reap(children, record_end)
-            if children:
-                last_busy = time.monotonic()
-            elif time.monotonic() - last_busy > idle:
-                return _say(f"no run for {idle:.0f} s; exiting")
-            if not select.select([listener], [], [], POLL_SECONDS)[0]:
-                continue
-            conn, _ = listener.accept()
-            with conn:
-                stale = _serve_one(conn, listener, lock, code, execute_dir, children)
-            if stale:
-                return _say("core/ changed since this server started; exiting")
-            last_busy = time.monotonic()
+        _serve_until_done(listener, lock, code, execute_dir, idle, children, record_end)
     finally:
-        listener.close()
-        with contextlib.suppress(OSError):  # only ours: a successor holds the lock first
-            if os.stat(address).st_ino == os.fstat(listener.fileno()).st_ino:
-                address.unlink()
+        _stop_listening(listener, address)
+    while children:  # a stale server still records the ends of the runs it started
+        _reap(children, record_end)
+        time.sleep(POLL_SECONDS)
+    return 0
+
+
+def _serve_until_done(listener: socket.socket, lock: int, code: str,
+                      execute_dir: Callable[[Path], int], idle: float,
+                      children: dict[int, Path],
+                      record_end: Callable[[Path, int, int], None]) -> None:
+    """Fork a child per request until `idle` seconds pass with no child, or core/ changed."""
+    last_busy = time.monotonic()
+    while True:
+        _reap(children, record_end)
+        if children:
+            last_busy = time.monotonic()
+        elif time.monotonic() - last_busy > idle:
+            _say(f"no run for {idle:.0f} s; exiting")
+            return
+        if not select.select([listener], [], [], POLL_SECONDS)[0]:
+            continue
+        conn, _ = listener.accept()
+        with conn:
+            stale = _serve_one(conn, listener, lock, code, execute_dir, children)
+        if stale:
+            _say("core/ changed since this server started; exiting once its runs end")
+            return
+        last_busy = time.monotonic()
+
+
+def _stop_listening(listener: socket.socket, address: Path) -> None:
+    """Close the socket and remove its file (no successor can have replaced it: this process
+    holds the key's lock until it exits)."""
+    with contextlib.suppress(OSError):
+        address.unlink()
+    listener.close()
 
 
 def _say(message: str) -> int:
@@ -300,7 +319,11 @@ def _fork_is_safe() -> bool:
 
 def _reap(children: dict[int, Path], record_end: Callable[[Path, int, int], None]) -> None:
     while children:
-        pid, status = os.waitpid(-1, os.WNOHANG)
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # none left to wait for (reaped elsewhere): nothing to record
+            children.clear()
+            return
         if pid == 0:
             return
         path = children.pop(pid, None)
