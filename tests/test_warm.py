@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +229,16 @@ def test_a_server_that_cannot_serve_means_a_fresh_process(tmp_path, monkeypatch)
         assert "another server already serves this key" in (folder / f"{key}.log").read_text()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_server_with_no_run_for_its_idle_time_stops_serving(tmp_path):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with listener:
+        listener.bind(str(tmp_path / "s.sock"))
+        listener.listen(1)
+        forked: dict[int, Path] = {}
+        serving = threading.Thread(target=warm._serve_until_done, daemon=True, args=(
+            listener, -1, "code", lambda _: 0, 0.0, forked, lambda *_: None))
+        serving.start()
+        serving.join(timeout=10)  # no child and an idle time of 0: it returns at once
+        assert not serving.is_alive() and not forked
