@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workshop(sub)
     execute = sub.add_parser("_execute", help=argparse.SUPPRESS)
     execute.add_argument("run_dir", type=Path)
+    warm = sub.add_parser("_warm", help=argparse.SUPPRESS)  # core.runtime.warm.start_server
+    warm.add_argument("--dir", type=Path, required=True)
+    warm.add_argument("--key", required=True)
     repeated = sub.add_parser("_consistency", help=argparse.SUPPRESS)  # runner.start_consistency
     repeated.add_argument("--target", action="append", required=True, metavar="start|end:DIR")
     repeated.add_argument("--out", type=Path, required=True)
@@ -236,19 +239,32 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_execute(args: argparse.Namespace) -> int:
-    """Entry point of a background run whose folder `launch` (or a resume) already made."""
+    return execute_dir(args.run_dir)
+
+
+def execute_dir(run_dir: Path) -> int:
+    """Entry point of a background run whose folder `launch` (or a resume) already made, in
+    a fresh process or one forked from a warm server."""
     from core.runtime.runner import execute
 
-    writer = RunWriter(args.run_dir)
+    writer = RunWriter(run_dir)
     writer.claim()
     try:
-        config = RunConfig.from_dict(json.loads((args.run_dir / "config.json").read_text()))
+        config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     except (OSError, ValueError, TypeError) as e:  # edited or damaged since the launch
         writer.update_status(status="failed", error=f"config.json is unusable: {e}",
                              error_kind=ErrorKind.CONFIG)
         return 1
     execute(config, writer)
     return 0
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    """A warm server (core.runtime.warm), started by the runner when a run needs one."""
+    from core.runtime import warm
+    from core.runtime.runner import record_end
+
+    return warm.serve(args.dir, args.key, execute_dir, record_end)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -480,7 +496,7 @@ def cmd_consistency(args: argparse.Namespace) -> int:
 COMMANDS = {"train": cmd_train, "list": cmd_list, "show": cmd_show, "stop": cmd_stop,
             "resume": cmd_resume, "experiment": cmd_experiment, "workshop": cmd_workshop,
             "sweep": cmd_sweep,
-            "_execute": cmd_execute, "_consistency": cmd_consistency}
+            "_execute": cmd_execute, "_warm": cmd_warm, "_consistency": cmd_consistency}
 
 
 def main(argv: list[str] | None = None) -> int:

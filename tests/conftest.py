@@ -1,8 +1,18 @@
-"""Fixtures shared by the app tests."""
+"""Fixtures shared by the tests: every test starts runs as fresh processes; the app tests share
+fake_launch."""
 
 from __future__ import annotations
 
 import pytest
+
+from core.runtime.warm import WARM_ENV
+
+
+@pytest.fixture(autouse=True)
+def _fresh_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs start fresh processes in tests (no warm server left behind); test_warm.py turns
+    warm starts on for its own runs."""
+    monkeypatch.setenv(WARM_ENV, "0")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from core.config import RunConfig
 from core.data.task_data import task_for
 from core.models.model_source import check_hub_reachable, check_model
 from core.paths import REPO_ROOT
-from core.runtime import slots
+from core.runtime import slots, warm
 from core.runtime.failures import ErrorKind, failure_kind, failure_message
 from core.runtime.store import (
     ACTIVE,
@@ -180,7 +180,11 @@ def start_consistency(targets: list[tuple[str, Path]], out: Path, questions: int
 
 
 def _spawn(writer: RunWriter) -> None:
-    """Start `python -m core _execute DIR` for a run whose status.json says queued."""
+    """Start `python -m core _execute DIR` for a run whose status.json says queued: forked
+    from a warm server that has the engine imported (core.runtime.warm), which then owns and
+    reaps it; else a fresh interpreter, reaped here."""
+    if warm.fork_run(writer.path) is not None:
+        return  # handed over by the server, under the run's lock
     try:
         # The child keeps its own copy of the log's descriptor; this process closes its one.
         with open(writer.path / "log.txt", "a") as log:
@@ -211,15 +215,21 @@ def exit_reason(returncode: int) -> str:
 
 
 def _reap(proc: subprocess.Popen, path: Path) -> None:
-    """Wait for the child (so it is never left a zombie) and, if it died without recording
-    its end, record it: failed with the reason its exit status gives, or stopped when a stop
-    signal caught it before its handler was in place (a Stop right after Launch)."""
-    returncode = proc.wait()
+    """Wait for the child (so it is never left a zombie), then record_end."""
+    record_end(path, proc.pid, proc.wait())
+
+
+def record_end(path: Path, pid: int, returncode: int) -> None:
+    """Called by the parent of a run's process once it has ended: if it died without
+    recording its end, record it: failed with the reason its exit status gives, or stopped
+    when a stop signal caught it before its handler was in place (a Stop right after
+    Launch). The parent is this launcher for a fresh process, the warm server for a forked
+    one."""
     try:
         with run_lock(path):
             writer = RunWriter(path)
             status = writer.status
-            if status.get("status") in ACTIVE and status.get("pid") in (proc.pid, os.getpid()):
+            if status.get("status") in ACTIVE and status.get("pid") in (pid, os.getpid()):
                 if returncode in (-signal.SIGTERM, -signal.SIGINT):
                     writer.update_status(status="stopped", ended_at=time.time())
                 else:

@@ -54,6 +54,33 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+# Set in a warm server's environment (core.runtime.warm): the launcher that started it has
+# already chosen the policy for the load at its launch, and the server's key says which.
+OMP_DECIDED_ENV = "CALIBRATION_LAB_OMP_DECIDED"
+
+
+def omp_wait_policy() -> str | None:
+    """"PASSIVE" (idle OpenMP threads sleep) when other programs already hold the cores, else
+    None (they spin a while first, libgomp's default); for torch to read as it loads.
+
+    A thread that runs out of work spins for a while before sleeping. With the cores free
+    that is fastest (quick preset, 2 threads, load average 1.6 on 2 cores: 17-19 s spinning,
+    30-33 s sleeping); with other programs on the cores a run's second thread spins on a
+    core its partner needs and every parallel op waits on a descheduled thread (load 7-8: a
+    step took 10.6 s spinning, 0.43 s sleeping; benchmarks/RESULTS.md, "Performance,
+    2026-11-29 (evening)"). So: sleep when the load average already exceeds the cores. A
+    one-thread run has no second thread to wait for; OMP_WAIT_POLICY or GOMP_SPINCOUNT in
+    the environment win (None: leave the environment as it is).
+    """
+    if any(v in os.environ for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", OMP_DECIDED_ENV)):
+        return None
+    try:
+        busy = os.getloadavg()[0] > cores()
+    except (OSError, AttributeError):  # no load average on this platform
+        return None
+    return "PASSIVE" if busy else None
+
+
 def threads_for(training: int, cap: int) -> int:
     """torch threads for one run while `training` runs (itself included) hold slots.
 
