@@ -157,7 +157,7 @@ def launch(config: RunConfig, root: Path | str | None = None, user: str | None =
     # one person cannot both slip under the limit.
     with run_lock(s.root):
         workshop.check_launch(config.to_dict(), user, _active_runs(s, user))
-        run_id = runner_launch(pin_task(config, s.root), s.root, owner=user)
+        run_id = runner_launch(pin_task(config, s.root), s.root, owner=user, warm_wait=False)
     workshop.audit("launch", user, run=run_id)
     return run_id
 
@@ -190,7 +190,7 @@ def resume(run_id: str, root: Path | str | None = None, user: str | None = None)
         workshop.check_launch(_load(s, run_id, metrics=False).config, user,
                               _active_runs(s, user))
         workshop.audit("continue", user, run=run_id)
-        return runner_resume(run_id, s.root)
+        return runner_resume(run_id, s.root, warm_wait=False)
 
 
 def can_resume(record: RunRecord) -> bool:

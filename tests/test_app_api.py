@@ -153,7 +153,7 @@ def test_launch_pins_a_task_file_into_the_store(runs_dir, tmp_path, monkeypatch)
                            for i in range(100)))
     seen = []
     monkeypatch.setattr(core.runtime.runner, "launch",
-                        lambda config, root, owner=None: seen.append(config) or "id")
+                        lambda config, root, owner=None, **_: seen.append(config) or "id")
     assert api.launch(build_config(task=str(src))) == "id"
     (config,) = seen
     assert config.task.startswith(str((runs_dir / "datasets").resolve()))

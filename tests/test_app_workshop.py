@@ -106,7 +106,7 @@ def test_the_per_person_limit_holds_and_the_quick_comparison_is_all_or_nothing(
         runs_dir, monkeypatch):
     launched = []
     monkeypatch.setattr("core.runtime.runner.launch",
-                        lambda config, root, owner=None: launched.append(owner) or IDS[0])
+                        lambda config, root, owner=None, **_: launched.append(owner) or IDS[0])
     with pytest.raises(WorkshopError, match="sign in"):
         api.launch(build_config("smoke"))
     assert api.launch(build_config("smoke"), user="bob") == IDS[0]

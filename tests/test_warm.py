@@ -170,6 +170,23 @@ def test_a_dead_server_is_replaced_and_an_unusable_one_means_a_fresh_process(
         shutil.rmtree(other, ignore_errors=True)
 
 
+def test_a_launch_that_may_not_wait_starts_fresh_and_leaves_a_server_for_the_next(
+        store, server_dir, monkeypatch):
+    for pid in warm.server_pids(server_dir):  # no server up: the app's first click
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not warm.server_pids(server_dir), "the server to exit", timeout=30)
+    first = runner.launch(build_config("smoke", **{**TINY, "steps": 1, "no_eval": True}),
+                          store.root, warm_wait=False)
+    assert wait_for(lambda: ended(store, first), "the run").status == "finished"
+    # the branch that never waits for the engine's import (waiting would say "did not start")
+    assert f"{NO_WARM} (the warm server is starting" in log(store, first)
+    wait_for(lambda: list(server_dir.glob("*.sock")), "the server started for later runs")
+    later = runner.launch(build_config("smoke", **{**TINY, "steps": 1, "no_eval": True}),
+                          store.root, warm_wait=False)
+    assert wait_for(lambda: ended(store, later), "the run").status == "finished"
+    assert NO_WARM not in log(store, later)
+
+
 def test_a_server_refuses_to_fork_once_the_code_changed(tmp_path, monkeypatch):
     code = tmp_path / "core"
     code.mkdir()

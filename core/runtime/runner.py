@@ -179,11 +179,12 @@ def start_consistency(targets: list[tuple[str, Path]], out: Path, questions: int
     return start_command(args, log_path)
 
 
-def _spawn(writer: RunWriter) -> None:
+def _spawn(writer: RunWriter, warm_wait: bool = True) -> None:
     """Start `python -m core _execute DIR` for a run whose status.json says queued: forked
     from a warm server that has the engine imported (core.runtime.warm), which then owns and
-    reaps it; else a fresh interpreter, reaped here."""
-    if warm.fork_run(writer.path) is not None:
+    reaps it; else a fresh interpreter, reaped here. `warm_wait`: wait for a warm server
+    that is still starting (warm.fork_run)."""
+    if warm.fork_run(writer.path, wait=warm_wait) is not None:
         return  # handed over by the server, under the run's lock
     try:
         # The child keeps its own copy of the log's descriptor; this process closes its one.
@@ -241,11 +242,12 @@ def record_end(path: Path, pid: int, returncode: int) -> None:
 
 
 def launch(config: RunConfig, runs_dir: Path | str | None = None,
-           owner: str | None = None) -> str:
-    """Check, create the run folder (status queued), and start its background process."""
+           owner: str | None = None, warm_wait: bool = True) -> str:
+    """Check, create the run folder (status queued), and start its background process
+    (`warm_wait`: see _spawn; the app passes False so a click returns at once)."""
     preflight(config, runs_dir)
     writer = RunStore(runs_dir).create(config, owner=owner)
-    _spawn(writer)
+    _spawn(writer, warm_wait)
     return writer.run_id
 
 
@@ -286,8 +288,8 @@ def reopen(run_id: str, runs_dir: Path | str | None = None) -> tuple[RunWriter, 
     return writer, config
 
 
-def resume(run_id: str, runs_dir: Path | str | None = None) -> str:
+def resume(run_id: str, runs_dir: Path | str | None = None, warm_wait: bool = True) -> str:
     """Continue a stopped or failed run in the background, from its last checkpoint."""
     writer, _ = reopen(run_id, runs_dir)
-    _spawn(writer)
+    _spawn(writer, warm_wait)
     return writer.run_id

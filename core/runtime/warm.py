@@ -135,16 +135,18 @@ def server_pids(folder: Path) -> list[int]:
 # ------------------------------------------------------------------------- the launcher
 
 
-def fork_run(path: Path) -> int | None:
+def fork_run(path: Path, wait: bool = True) -> int | None:
     """Have a warm server start `_execute path` and hand it the run; the child's pid, or
     None when there is no warm start (off, or no server could serve: the reason is in the
-    run's log.txt) and the caller must start a fresh process."""
+    run's log.txt) and the caller must start a fresh process. With `wait` False a server
+    that is not up yet is started for later runs and this one starts fresh at once: a
+    click in the app never waits for the engine's import."""
     if not enabled():
         return None
     try:
         env = import_env()
         key = server_key(code_fingerprint(), env)
-        conn = _connect(socket_dir(), key, env)
+        conn = _connect(socket_dir(), key, env, wait)
         with conn:
             return _ask(conn, path, env)
     except (OSError, ValueError, WarmError) as e:
@@ -153,8 +155,9 @@ def fork_run(path: Path) -> int | None:
         return None
 
 
-def _connect(folder: Path, key: str, env: dict[str, str]) -> socket.socket:
-    """A connection to the server for `key`, started here if none listens."""
+def _connect(folder: Path, key: str, env: dict[str, str], wait: bool) -> socket.socket:
+    """A connection to the server for `key`, started here if none listens (and waited for
+    if `wait`)."""
     address = str(folder / f"{key}.sock")
     with contextlib.suppress(OSError):
         return _dial(address)
@@ -162,6 +165,8 @@ def _connect(folder: Path, key: str, env: dict[str, str]) -> socket.socket:
         raise WarmError((folder / f"{key}.refused").read_text().strip())
     server = start_server(folder, key, env)
     try:
+        if not wait:
+            raise WarmError("the warm server is starting, for the runs after this one")
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             try:
