@@ -318,7 +318,7 @@ def _merged_sampler(model: PeftModel, sampler: PreTrainedModel, device: torch.de
     too_big = merged_copy_too_big(sum(plain.weight.nbytes for plain, _ in pairs), device)
     if too_big:
         return None, [], too_big
-    return sampler.to(device), pairs, ""
+    return sampler.requires_grad_(False).to(device), pairs, ""
 
 
 def merged_copy_too_big(copy_bytes: int, device: torch.device) -> str:
