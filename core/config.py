@@ -33,6 +33,10 @@ EVAL_ROWS_PER_GENERATE = 1024
 # one chunk of tokens in the LM head's log-probabilities.
 KV_CACHE_BUDGET_CPU = 4 * 2**30
 LOGITS_CHUNK_BYTES = 256 * 2**20
+# Share of a GPU's free memory (after loading the policy) that the merged sampler's copy of
+# the adapted weights may take; a larger copy samples through the LoRA layers instead. The
+# engine and merged_sampling's help read it here.
+MERGED_COPY_SHARE_GPU = 0.25
 
 
 class ConfigError(ValueError):
@@ -222,10 +226,13 @@ class RunConfig:
     threads: int = _f(0, "CPU threads for torch; 0: a share of the cores that follows the "
                       "runs training at once (every core when it trains alone).",
                       bound=Bound(0, why="0 shares the cores among the runs training at once"))
-    merged_sampling: bool = _f(True, "Generate with a copy of the adapted layers that has the "
-                               "LoRA update merged in: faster sampling, at the memory cost of "
-                               "one more copy of those weights. Off: sample through the LoRA "
-                               "layers.")
+    merged_sampling: bool = _f(True, "Generate (training's samples and every evaluation) "
+                               "with a copy of the adapted layers that has the LoRA update "
+                               "merged in: faster sampling, the same numbers up to float "
+                               "rounding, at the memory cost of one more copy of those "
+                               "weights. On a GPU the copy is made only if it takes at most "
+                               f"{MERGED_COPY_SHARE_GPU:g} of the free memory. Off: sample "
+                               "through the LoRA layers.")
 
     def __post_init__(self) -> None:
         problems = validate(self)

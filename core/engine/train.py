@@ -59,6 +59,8 @@ def train(config: RunConfig, writer: RunWriter,
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, config.adam_beta2))
     writer.log_text(f"model {config.model} on {loaded.device}; {len(params)} LoRA tensors, "
                     f"{sum(p.numel() for p in params)} trainable parameters")
+    if loaded.sampler_note:
+        writer.log_text(f"merged sampling off: {loaded.sampler_note}")
     checkpoints = Checkpointer(writer, config, model, optimizer, rng)
 
     def run_eval(step: int) -> None:
