@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.runtime import slots
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS, GROUP, NEW_TOKENS, LR, RANK, ALPHA = 8, 8, 10, 1e-3, 16, 32
 
@@ -109,13 +111,23 @@ def main() -> None:
           f"{platform.python_version()}, {args.threads} torch threads; "
           f"{PROMPTS} prompts x G={GROUP}, {NEW_TOKENS} new tokens, {args.steps} steps a run "
           f"({args.warmup} warm-up), {args.repeats} runs a side", flush=True)
+    # Both sides get one OpenMP wait policy, chosen once here as the lab would choose it now
+    # (slots.omp_wait_policy): the lab's engine would otherwise pick its own from the load
+    # while TRL's process keeps libgomp's default, and under load that alone skews the ratio.
+    env = dict(os.environ)
+    policy = slots.omp_wait_policy()
+    if policy is not None:
+        env["OMP_WAIT_POLICY"] = policy
+    env[slots.OMP_DECIDED_ENV] = "1"
+    print(f"OMP_WAIT_POLICY for both sides: {env.get('OMP_WAIT_POLICY', 'unset (libgomp default)')}"
+          f", load average {os.getloadavg()[0]:.1f}", flush=True)
     counted: dict[str, list[float]] = {"lab": [], "trl": []}
     for r in range(args.repeats):
         for side in ("lab", "trl"):
             out = subprocess.run(
                 [sys.executable, "-m", "benchmarks.vs_trl", "--side", side, "--steps",
                  str(args.steps), "--threads", str(args.threads)],
-                cwd=ROOT, check=True, capture_output=True, text=True).stdout
+                cwd=ROOT, check=True, capture_output=True, text=True, env=env).stdout
             times = json.loads(out.strip().splitlines()[-1])[args.warmup:]
             counted[side] += times
             print(f"run {r} {side}: median {statistics.median(times):.4f} s/step "
