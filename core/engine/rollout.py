@@ -261,22 +261,6 @@ def row_draw(logits: torch.Tensor, temperature: float,
     return (logits.double() / temperature + gumbel).argmax(-1)  # [B]
 
 
-def _shared_prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
-                         prompt_mask: torch.Tensor, samples: int) -> Cache | None:
-    """`_prompt_cache` repeated `samples` times, for scoring each prompt's completions.
-
-    Scoring from full rows would run each prompt once per sample; this runs it once per
-    prompt, and the pass over the completions starts from the last prompt token (same
-    values and gradients; tested).
-    """
-    if samples == 1:
-        return None
-    cache = _prompt_cache(model, prompt_ids, prompt_mask)
-    if cache is not None:
-        cache.batch_repeat_interleave(samples)  # [P, ...] -> [B, ...], differentiable
-    return cache
-
-
 def sample_in_slices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                      fmt: PromptFormat, examples: list[Example], samples: int,
                      temperature: float | None, max_new_tokens: int, max_rows: int = 0,
@@ -440,26 +424,56 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, W + T]
 
 
-def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool = False
-                 ) -> TokenScores:
+def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool = False,
+                 share_copies: bool = False) -> TokenScores:
     """Log-probabilities of the completion tokens (with grad if enabled).
 
     A prompt's G completions share its prefix, so the prompt goes through the network once
-    and its KV cache is repeated G times for the completion tokens: (G - 1) / G of the
-    prompt's compute is saved, and the gradient still reaches the LoRA weights through the
-    shared prefix. Same values as one forward pass over every full row (tested). The LM
-    head then runs over chunks of tokens (`head_logprobs`), never on all of them at once.
+    and its KV cache is repeated for the completion tokens: (G - 1) / G of the prompt's
+    compute is saved, and the gradient still reaches the LoRA weights through the shared
+    prefix. Same values and gradients as one forward pass over every full row (tested). The
+    LM head then runs over chunks of tokens (`head_logprobs`), never on all of them at once.
+
+    `share_copies`: a prompt's identical completions (about a third of a group of 8 at the
+    start of the classic experiment, half late in a w-reinforce run) are scored once and that
+    row's log-probs given to each copy by index; the backward of the index sums the copies'
+    gradients into the one row, so a row standing for k copies weighs k times whatever the
+    recipe does with each copy. Loss and gradients equal full scoring's to float rounding on
+    every recipe (tested; benchmarks/score_sharing.py along whole runs), 20 % off scoring's
+    forward and backward. Off in training: the classic experiment's w-reinforce runs ended
+    lower with it on, by more than a float-order control moved them, for a reason not found
+    (benchmarks/RESULTS.md, "Shared scoring").
     """
-    hidden = _completion_hidden(model, rollout)  # [B, T, H]
+    if not share_copies:
+        first = inverse = None
+    else:
+        first, inverse = distinct_completions(rollout)  # [U], [B]
+    hidden = _completion_hidden(model, rollout, first)  # [U, T, H] (U = B when not shared)
     head = model.get_output_embeddings()
-    b, t, h = hidden.shape
-    targets = rollout.completion_ids  # [B, T]
+    u, t, h = hidden.shape
+    targets = rollout.completion_ids if first is None else rollout.completion_ids[first]
     weight = head.weight if head.weight.dtype == torch.float32 else head.weight.float()
     bias = None if getattr(head, "bias", None) is None else head.bias.float()
-    logprobs, disparity = head_logprobs(hidden.reshape(b * t, h), weight, bias,
-                                        targets.reshape(b * t), with_disparity)
-    return TokenScores(logprobs.view(b, t),
-                       None if disparity is None else disparity.view(b, t))
+    logprobs, disparity = head_logprobs(hidden.reshape(u * t, h), weight, bias,
+                                        targets.reshape(u * t), with_disparity)
+    logprobs = logprobs.view(u, t)
+    disparity = None if disparity is None else disparity.view(u, t)
+    if inverse is not None:  # each row takes its copy's [U, T] -> [B, T]
+        logprobs, disparity = logprobs[inverse], None if disparity is None else disparity[inverse]
+    return TokenScores(logprobs, disparity)
+
+
+def distinct_completions(rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the first row of each distinct (prompt, completion) pair [U], in prompt order;
+    which of them each row is [B]). Tokens after the end count too: they are masked
+    padding, the same in every copy."""
+    b = rollout.input_ids.shape[0]
+    row = torch.arange(b, device=rollout.input_ids.device)  # [B]
+    keys = torch.cat([(row // rollout.samples)[:, None], rollout.completion_ids,
+                      rollout.completion_mask], dim=1)  # [B, 1 + 2T]: prompt, tokens, mask
+    _, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [B], sorted by prompt
+    first = torch.full((int(inverse.max()) + 1,), b, device=row.device)  # [U]
+    return first.scatter_reduce(0, inverse, row, "amin"), inverse
 
 
 def head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -514,28 +528,38 @@ def _chunk_disparity(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return logp.gather(1, y[:, None]).squeeze(1).exp() - best_other.exp()  # [n]
 
 
-def _completion_hidden(model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
-    """Last hidden states that predict each completion token y_1 .. y_T: [B, T, H].
+def _completion_hidden(model: PreTrainedModel, rollout: Rollout,
+                       rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Last hidden states that predict each completion token y_1 .. y_T of the rollout's
+    `rows` [R] (default: every row): [R, T, H].
 
-    Each prompt's cache comes from `_shared_prompt_cache`, as in sampling; one more pass then
-    runs the last prompt token and y_1 .. y_T-1 over it, and the gradient reaches the LoRA
-    weights through the shared prefix too.
+    Each prompt's cache comes from `_prompt_cache`, as in sampling, and is repeated for its
+    rows (differentiably, so the gradient of every row reaches the LoRA weights through the
+    shared prefix too); one more pass then runs the last prompt token and y_1 .. y_T-1 over
+    it.
     """
     g, w = rollout.samples, rollout.prompt_width
-    t = rollout.completion_ids.shape[1]
+    b, t = rollout.completion_ids.shape
     end = w + t - 1  # y_T predicts nothing
+    every_row = rows is None
+    rows = torch.arange(b, device=rollout.input_ids.device) if every_row else rows
+    ids, mask = rollout.input_ids[rows], rollout.attention_mask[rows]  # [R, W + T]
     # Activation checkpointing re-runs each layer in the backward pass, and the re-run would
     # append the completions' keys to the shared cache a second time: score full rows then.
     recomputes = torch.is_grad_enabled() and any(
         getattr(m, "gradient_checkpointing", False) and m.training for m in model.modules())
-    cache = None if recomputes else _shared_prompt_cache(
-        model, rollout.input_ids[::g, :w], rollout.attention_mask[::g, :w], g)
+    cache = None
+    if not recomputes and rows.shape[0] > b // g:  # some prompt has more than one row
+        cache = _prompt_cache(model, rollout.input_ids[::g, :w], rollout.attention_mask[::g, :w])
+    if cache is not None and every_row:
+        cache.batch_repeat_interleave(g)  # [P, ...] -> [B, ...], differentiable
+    elif cache is not None:
+        cache.reorder_cache(rows // g)  # [P, ...] -> [R, ...]
     start = 0 if cache is None else cache.get_seq_length()
-    out = model.get_decoder()(input_ids=rollout.input_ids[:, start:end],
-                              attention_mask=rollout.attention_mask[:, :end],
-                              position_ids=position_ids(rollout.attention_mask)[:, start:end],
+    out = model.get_decoder()(input_ids=ids[:, start:end], attention_mask=mask[:, :end],
+                              position_ids=position_ids(mask)[:, start:end],
                               cache=cache, use_cache=cache is not None)
-    return out.last_hidden_state[:, -t:]  # [B, T, H]
+    return out.last_hidden_state[:, -t:]  # [R, T, H]
 
 
 def sampler_gap(sampled: torch.Tensor, scored: torch.Tensor, mask: torch.Tensor) -> float:
