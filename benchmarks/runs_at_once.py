@@ -54,6 +54,12 @@ class Trial:
     load_at_end: float
     step_s_median_per_run: list[float]
 
+    @property
+    def cores_used(self) -> float:
+        """CPU ÷ wall: the share of the machine the runs got (equal CPU and a smaller share
+        is a slower wall time that wasted no work)."""
+        return self.cpu_s / self.wall_s
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -157,7 +163,7 @@ def _autogroup() -> str:
 
 def _print_trial(t: Trial) -> None:
     print(f"n={t.n} {t.how:<9} {t.wall_s:7.1f} s wall {t.cpu_s:7.1f} s CPU"
-          f"  load {t.load_at_start:5.2f} -> {t.load_at_end:5.2f}"
+          f" ({t.cores_used:.2f} cores)  load {t.load_at_start:5.2f} -> {t.load_at_end:5.2f}"
           f"  s/step per run {t.step_s_median_per_run}", flush=True)
 
 

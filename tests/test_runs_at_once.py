@@ -24,6 +24,7 @@ def test_pair_ratio_is_together_over_sequence() -> None:
     pair = Pair(_trial("together", 12.0, 20.0), _trial("sequence", 16.0, 25.0), "together")
     assert pair.wall_ratio == 0.75  # 12 / 16: together faster
     assert pair.cpu_ratio == 0.8  # 20 / 25
+    assert pair.together.cores_used == 20.0 / 12.0
 
 
 def test_spinners_run_inside_the_block_and_are_killed_after() -> None:
