@@ -1,16 +1,24 @@
 """Runs started together against the same runs one after the other (whole-command wall time).
 
-Run by hand: `.venv/bin/python -m benchmarks.runs_at_once [--counts 1,2,4] [--caps 2,1]
-[--before DIR] [--steps N]`. Each trial starts n `python -m core train --preset quick
---recipe binary --seed i` commands (seeds 0..n-1; `--steps` shortens them, evaluation still
-every 20 steps and at the end) in a fresh runs folder and times until the last one ends:
-all n at once through the run queue at each cap ($CALIBRATION_LAB_MAX_RUNS), and the same n
-one after the other. `--before DIR` also times "together" with the code in DIR (e.g. an
-older commit unpacked with `git archive COMMIT | tar -x -C DIR`), at the default cap,
-back to back with this checkout's trials. Beside the wall time: the CPU seconds the runs
-used (threads spinning against each other burn CPU without progress; on a machine shared
-with other work this is the steadier figure) and the load average, which says how much of
-a difference others' work can explain.
+Run by hand: `.venv/bin/python -m benchmarks.runs_at_once [--counts 2,3,4] [--pairs 4]
+[--spinners K] [--steps N] [--cap C] [--json FILE]`. A trial starts n `python -m core train
+--preset quick --recipe binary --seed i` commands (seeds 0..n-1; `--steps` shortens them,
+evaluation still every 20 steps and at the end) in a fresh runs folder and times until the
+last one ends: "together" starts all n at once through the run queue (n above the cap
+queues: still started together), "sequence" starts each when the one before has ended.
+
+The two are timed as pairs whose order alternates (together then sequence, then sequence
+then together, ... : ABBA), so a load that drifts during the benchmark weighs on both
+sides alike; each pair gives together ÷ sequence for the wall and the CPU seconds, and the
+medians over the pairs are the figures to quote. Beside the wall time: the CPU seconds the
+runs used (threads spinning against each other burn CPU without progress; on a machine
+shared with other work this is the steadier figure) and the load average.
+
+`--spinners K` makes "under load" a stated condition rather than whatever others run: K
+pure-Python busy loops (one core each) run for the whole benchmark, started and killed
+by it. Each is its own session, as another user's job would be: with the kernel's
+autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled`, printed) the cores are
+shared between sessions first, then between the threads inside each.
 """
 
 from __future__ import annotations
@@ -20,15 +28,61 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DEADLINE_S = 1800  # one trial; a hung run fails the benchmark instead of waiting forever
+SPIN = "while True: pass"  # one core's worth of pure-Python work, no I/O, no threads
+
+
+@dataclass(frozen=True)
+class Trial:
+    n: int
+    how: str  # "together" or "sequence"
+    wall_s: float
+    cpu_s: float  # user + system seconds of all n runs
+    load_at_start: float
+    load_at_end: float
+    step_s_median_per_run: list[float]
+
+    @property
+    def cores_used(self) -> float:
+        """CPU ÷ wall: the share of the machine the runs got (equal CPU and a smaller share
+        is a slower wall time that wasted no work)."""
+        return self.cpu_s / self.wall_s
+
+
+@dataclass(frozen=True)
+class Pair:
+    together: Trial
+    sequence: Trial
+    first: str  # which of the two ran first
+
+    @property
+    def wall_ratio(self) -> float:
+        """together ÷ sequence: above 1, starting the runs together was slower."""
+        return self.together.wall_s / self.sequence.wall_s
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.together.cpu_s / self.sequence.cpu_s
+
+
+def abba(pairs: int) -> list[tuple[str, str]]:
+    """The order of each pair: together first in pairs 0, 3, 4, 7, 8, ... and sequence
+    first in pairs 1, 2, 5, 6, ... (ABBA ABBA ...), so each side runs first as often as the
+    other over every two pairs and a steady drift in the load cancels over four trials."""
+    ab, ba = ("together", "sequence"), ("sequence", "together")
+    return [ab if i % 4 in (0, 3) else ba for i in range(pairs)]
 
 
 def _command(seed: int, runs: str, steps: int | None) -> list[str]:
@@ -53,78 +107,109 @@ def _step_seconds(runs: str) -> list[float]:
     return sorted(out)
 
 
-def trial(code: Path, n: int, together: bool, cap: int | None, steps: int | None) -> dict:
+def trial(n: int, how: str, cap: int | None, steps: int | None) -> Trial:
     env = dict(os.environ)
     env.pop("CALIBRATION_LAB_MAX_RUNS", None)
     if cap is not None:
         env["CALIBRATION_LAB_MAX_RUNS"] = str(cap)
-    env["PYTHONPATH"] = str(code)
+    env["PYTHONPATH"] = str(ROOT)
     load, cpu = os.getloadavg()[0], _children_cpu()
     with tempfile.TemporaryDirectory(prefix="bench-at-once-") as runs:
         t0 = time.perf_counter()
         deadline = t0 + RUN_DEADLINE_S
 
         def start(seed: int) -> subprocess.Popen:
-            return subprocess.Popen(_command(seed, runs, steps), cwd=code, env=env,
+            return subprocess.Popen(_command(seed, runs, steps), cwd=ROOT, env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def finish(proc: subprocess.Popen) -> None:
             returncode = proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
             if returncode != 0:
-                raise RuntimeError(f"a run exited with {returncode} ({code})")
+                raise RuntimeError(f"a run exited with {returncode}")
 
-        if together:
+        if how == "together":
             for proc in [start(seed) for seed in range(n)]:
                 finish(proc)
         else:
             for seed in range(n):
                 finish(start(seed))
         wall = time.perf_counter() - t0
-        steps = _step_seconds(runs)
-    return {"wall_s": round(wall, 1), "cpu_s": round(_children_cpu() - cpu, 1),
-            "load_at_start": round(load, 2),
-            "load_at_end": round(os.getloadavg()[0], 2),
-            "step_s_median_per_run": [round(s, 3) for s in steps]}
+        step_s = _step_seconds(runs)
+    return Trial(n, how, round(wall, 2), round(_children_cpu() - cpu, 2), round(load, 2),
+                 round(os.getloadavg()[0], 2), [round(s, 3) for s in step_s])
+
+
+@contextmanager
+def spinners(k: int) -> Iterator[list[subprocess.Popen]]:
+    """K busy loops for the length of the block, each in its own session; killed on the way
+    out, however the block ends."""
+    procs = [subprocess.Popen([sys.executable, "-c", SPIN], start_new_session=True,
+                              stdin=subprocess.DEVNULL) for _ in range(k)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGKILL)
+        for proc in procs:
+            proc.wait(timeout=10)
+
+
+def _autogroup() -> str:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _print_trial(t: Trial) -> None:
+    print(f"n={t.n} {t.how:<9} {t.wall_s:7.1f} s wall {t.cpu_s:7.1f} s CPU"
+          f" ({t.cores_used:.2f} cores)  load {t.load_at_start:5.2f} -> {t.load_at_end:5.2f}"
+          f"  s/step per run {t.step_s_median_per_run}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--counts", default="1,2,4")
-    ap.add_argument("--caps", default="2,1", help="queue caps to try for runs started together")
-    ap.add_argument("--before", type=Path, default=None,
-                    help="another checkout to time 'together' at its default cap, back to back")
+    ap.add_argument("--counts", default="2,3,4", help="runs per trial, comma-separated")
+    ap.add_argument("--pairs", type=int, default=4,
+                    help="together/sequence pairs per count, in ABBA order (default 4)")
+    ap.add_argument("--spinners", type=int, default=0,
+                    help="busy-loop processes kept running as a stated background load")
+    ap.add_argument("--cap", type=int, default=None,
+                    help="queue cap ($CALIBRATION_LAB_MAX_RUNS) for both sides (default: the "
+                    "lab's, one run per core)")
     ap.add_argument("--steps", type=int, default=None,
                     help="steps per run (default: the quick preset's 100)")
-    ap.add_argument("--no-sequence", action="store_true",
-                    help="skip the one-after-the-other trials (sum single runs instead)")
-    ap.add_argument("--json", type=Path, default=None, help="also write every trial here")
+    ap.add_argument("--json", type=Path, default=None, help="also write every pair here")
     args = ap.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
-          f"{platform.python_version()}; quick preset, binary, seeds 0..n-1, "
-          f"{args.steps or 'preset'} steps")
-    results = []
-
-    def record(label: str, n: int, result: dict) -> None:
-        results.append({"label": label, "n": n, **result})
-        print(f"n={n} {label:<31} {result['wall_s']:7.1f} s wall {result['cpu_s']:7.1f} s CPU"
-              f"  load {result['load_at_start']:.2f} -> {result['load_at_end']:.2f}"
-              f"  s/step per run "
-              f"{result['step_s_median_per_run']}", flush=True)
-
-    for n in (int(c) for c in args.counts.split(",")):
-        if n > 1 and not args.no_sequence:
-            record("sequence", n, trial(ROOT, n, together=False, cap=None, steps=args.steps))
-        if args.before is not None:
-            record("together, before (default cap)", n,
-                   trial(args.before.resolve(), n, together=True, cap=None,
-                         steps=args.steps))
-        for cap in (int(c) for c in args.caps.split(",")):
-            if n == 1 and cap != int(args.caps.split(",")[0]):
-                continue  # one run: the cap changes nothing
-            record(f"together, cap {cap}", n,
-                   trial(ROOT, n, together=True, cap=cap, steps=args.steps))
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores "
+          f"({len(os.sched_getaffinity(0))} usable), python {platform.python_version()}, "
+          f"kernel {platform.release()}, autogroup {_autogroup()}; quick preset, binary, "
+          f"seeds 0..n-1, {args.steps or 'preset'} steps, cap {args.cap or 'default'}, "
+          f"{args.spinners} spinners", flush=True)
+    results: list[dict] = []
+    with spinners(args.spinners):
+        for n in (int(c) for c in args.counts.split(",")):
+            pairs = []
+            for order in abba(args.pairs):
+                done = {how: trial(n, how, args.cap, args.steps) for how in order}
+                for how in order:
+                    _print_trial(done[how])
+                pair = Pair(done["together"], done["sequence"], first=order[0])
+                pairs.append(pair)
+                print(f"n={n} pair ({pair.first} first): together / sequence wall "
+                      f"{pair.wall_ratio:.3f}, CPU {pair.cpu_ratio:.3f}", flush=True)
+            wall = statistics.median(p.wall_ratio for p in pairs)
+            cpu = statistics.median(p.cpu_ratio for p in pairs)
+            print(f"n={n} MEDIAN over {len(pairs)} pairs: together / sequence wall {wall:.3f}"
+                  f" (range {min(p.wall_ratio for p in pairs):.3f}-"
+                  f"{max(p.wall_ratio for p in pairs):.3f}), CPU {cpu:.3f}", flush=True)
+            results.append({"n": n, "median_wall_ratio": round(wall, 4),
+                            "median_cpu_ratio": round(cpu, 4),
+                            "pairs": [{**asdict(p), "wall_ratio": round(p.wall_ratio, 4),
+                                       "cpu_ratio": round(p.cpu_ratio, 4)} for p in pairs]})
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps({"spinners": args.spinners, "steps": args.steps,
+                                         "cap": args.cap, "counts": results}, indent=1))
 
 
 if __name__ == "__main__":
