@@ -173,7 +173,7 @@ def test_two_sessions_launching_at_once_get_two_whole_runs(runs, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
     # folders only, no training
-    monkeypatch.setattr("core.runtime.runner._spawn", lambda writer: None)
+    monkeypatch.setattr("core.runtime.runner._spawn", lambda writer, warm_wait=True: None)
     configs = [build_config("smoke", seed=i % 2) for i in range(16)]
     with ThreadPoolExecutor(2) as pool:  # two browser sessions, clicking at the same moment
         ids = list(pool.map(api.launch, configs))
@@ -187,7 +187,7 @@ def test_two_resumes_at_once_continue_the_run_once(runs, monkeypatch):
 
     from core.runtime.runner import ResumeError
 
-    monkeypatch.setattr("core.runtime.runner._spawn", lambda writer: None)
+    monkeypatch.setattr("core.runtime.runner._spawn", lambda writer, warm_wait=True: None)
     writer = RunStore(runs).create(build_config("smoke"))
     writer.update_status(status="stopped")
 
