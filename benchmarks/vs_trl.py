@@ -114,11 +114,7 @@ def main() -> None:
     # Both sides get one OpenMP wait policy, chosen once here as the lab would choose it now
     # (slots.omp_wait_policy): the lab's engine would otherwise pick its own from the load
     # while TRL's process keeps libgomp's default, and under load that alone skews the ratio.
-    env = dict(os.environ)
-    policy = slots.omp_wait_policy()
-    if policy is not None:
-        env["OMP_WAIT_POLICY"] = policy
-    env[slots.OMP_DECIDED_ENV] = "1"
+    env = slots.omp_decided_env()
     print(f"OMP_WAIT_POLICY for both sides: {env.get('OMP_WAIT_POLICY', 'unset (libgomp default)')}"
           f", load average {os.getloadavg()[0]:.1f}", flush=True)
     counted: dict[str, list[float]] = {"lab": [], "trl": []}

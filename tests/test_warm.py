@@ -227,7 +227,7 @@ def test_a_key_a_server_refused_goes_straight_to_a_fresh_process(tmp_path, monke
     monkeypatch.setenv(warm.WARM_ENV, "1")
     monkeypatch.setenv(warm.WARM_DIR_ENV, str(folder))
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # the key does not follow the load
-    key = warm.server_key(warm.code_fingerprint(), warm.import_env())
+    key = warm.server_key(warm.code_fingerprint(), slots.omp_decided_env())
     (folder / f"{key}.refused").write_text("CUDA was started as the engine loaded\n")
     writer = RunStore(tmp_path / "runs").create(build_config("smoke"))
     assert warm.fork_run(writer.path) is None
@@ -244,7 +244,7 @@ def test_a_server_that_cannot_serve_means_a_fresh_process(tmp_path, monkeypatch)
         monkeypatch.setenv(warm.WARM_ENV, "1")
         monkeypatch.setenv(warm.WARM_DIR_ENV, str(folder))
         monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-        key = warm.server_key(warm.code_fingerprint(), warm.import_env())
+        key = warm.server_key(warm.code_fingerprint(), slots.omp_decided_env())
         held = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(held, fcntl.LOCK_EX)
         writer = RunStore(tmp_path / "runs").create(build_config("smoke"))

@@ -81,6 +81,16 @@ def omp_wait_policy() -> str | None:
     return "PASSIVE" if busy else None
 
 
+def omp_decided_env() -> dict[str, str]:
+    """This process's environment with the wait policy chosen now (`omp_wait_policy`) and
+    marked decided, for a process that loads torch later and must not choose again."""
+    env = dict(os.environ)
+    if (policy := omp_wait_policy()) is not None:
+        env["OMP_WAIT_POLICY"] = policy
+    env[OMP_DECIDED_ENV] = "1"
+    return env
+
+
 def threads_for(training: int, cap: int) -> int:
     """torch threads for one run while `training` runs (itself included) hold slots.
 

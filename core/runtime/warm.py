@@ -93,18 +93,6 @@ def server_key(code: str, env: dict[str, str]) -> str:
     return h.hexdigest()[:16]
 
 
-def import_env() -> dict[str, str]:
-    """This process's environment as a fresh run's process would have it when torch loads
-    (core.engine sets OMP_WAIT_POLICY from the load, slots.omp_wait_policy). Chosen now,
-    at the launch, where a fresh process chooses once it has its slot; the server started
-    for it keeps the choice (slots.OMP_DECIDED_ENV)."""
-    env = dict(os.environ)
-    policy = slots.omp_wait_policy()
-    if policy is not None:
-        env["OMP_WAIT_POLICY"] = policy
-    return env
-
-
 def socket_dir() -> Path:
     """$CALIBRATION_LAB_WARM_DIR, else a folder in /tmp only this user may enter."""
     raw = os.environ.get(WARM_DIR_ENV, "").strip()
@@ -144,7 +132,10 @@ def fork_run(path: Path, wait: bool = True) -> int | None:
     if not enabled():
         return None
     try:
-        env = import_env()
+        # The environment a fresh run's process would have as torch loads: the OpenMP wait
+        # policy is chosen here, at the launch (a fresh process chooses once it has its
+        # slot), and the server started for it keeps the choice.
+        env = slots.omp_decided_env()
         key = server_key(code_fingerprint(), env)
         conn = _connect(socket_dir(), key, env, wait)
         with conn:
@@ -199,7 +190,7 @@ def start_server(folder: Path, key: str, env: dict[str, str]) -> subprocess.Pope
         proc = subprocess.Popen(  # an argument list: no shell
             [sys.executable, "-m", "core", "_warm", "--dir", str(folder), "--key", key],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=REPO_ROOT, env={**env, slots.OMP_DECIDED_ENV: "1"})
+            start_new_session=True, cwd=REPO_ROOT, env=env)
     return proc
 
 
