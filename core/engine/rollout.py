@@ -440,9 +440,10 @@ def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool 
     gradients into the one row, so a row standing for k copies weighs k times whatever the
     recipe does with each copy. Loss and gradients equal full scoring's to float rounding on
     every recipe (tested; benchmarks/score_sharing.py along whole runs), 20 % off scoring's
-    forward and backward. Off in training: the classic experiment's w-reinforce runs ended
-    lower with it on, by more than a float-order control moved them, for a reason not found
-    (benchmarks/RESULTS.md, "Shared scoring").
+    forward and backward. Off in training until the calibration experiment is rerun with
+    it: its runs take another trajectory, as with any change of summation order; against
+    such a float-order control, 20 paired w-reinforce seeds showed no shift
+    (benchmarks/RESULTS.md, "Shared scoring" and "The shared-scoring question").
     """
     if not share_copies:
         first = inverse = None
