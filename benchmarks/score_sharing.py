@@ -1,16 +1,16 @@
 """Scoring shared completions against full rows along a real run: loss and whole gradients.
 
 Run by hand: `.venv/bin/python -m benchmarks.score_sharing [--seed 3] [--recipe w-reinforce]
-[--every 25] [--steps N] [--train-with reference|shared] [--out FILE.jsonl]`. The run trains
-as the lab does (`score_tokens`, one row per completion; its loss matches the old runs' logs
-at every step, evaluations included); `--train-with shared` follows the shared scoring's own
-trajectory instead. At every step the same batch is also scored with `share_copies=True`
-(a prompt's identical completions once) and, as a float-order control, with the default
-scoring over the first and then the second half of the prompts (the same sums in another
-order); each gives the recipe's loss and the whole LoRA gradient, compared with the
-reference's. Every `--every` steps the same is done
-for every recipe on that step's rollout. One JSON line per step goes to `--out`; a summary
-by stretch of steps is printed at the end.
+[--every 25] [--steps N] [--train-with shared|reference] [--out FILE.jsonl]`. The run trains
+as the lab does (`score_tokens`, a prompt's identical completions scored once);
+`--train-with reference` follows the trajectory of scoring every row instead
+(`share_copies=False`, how the lab trained before 2026-11-30: its loss matches those runs'
+logs at every step, evaluations included). At every step the same batch is scored both
+ways and, as a float-order control, with every row scored over the first and then the
+second half of the prompts (the same sums in another order); each gives the recipe's loss
+and the whole LoRA gradient, compared with the reference's (every row). Every `--every`
+steps the same is done for every recipe on that step's rollout. One JSON line per step goes
+to `--out`; a summary by stretch of steps is printed at the end.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ def main() -> None:
     ap.add_argument("--recipe", default="w-reinforce")
     ap.add_argument("--every", type=int, default=25)
     ap.add_argument("--steps", type=int, default=None, help="default: the classic preset's")
-    ap.add_argument("--train-with", choices=["reference", "shared"], default="reference",
+    ap.add_argument("--train-with", choices=["shared", "reference"], default="shared",
                     help="whose scoring the run trains with (the comparisons are the same)")
     ap.add_argument("--out", type=Path, default=Path("score_sharing.jsonl"))
     args = ap.parse_args()
-    full = shared_scoring.score_tokens  # one row per completion, as the lab trains
-    shared = partial(shared_scoring.score_tokens, share_copies=True)
+    full = partial(shared_scoring.score_tokens, share_copies=False)  # one row per completion
+    shared = shared_scoring.score_tokens  # as the lab trains
     torch.set_num_threads(1)
     config = build_config("classic", recipe=args.recipe, seed=args.seed, threads=1,
                           steps=args.steps)
@@ -112,8 +112,8 @@ def main() -> None:
         out.flush()
         return recipe.fn(batch, cfg)
 
-    if args.train_with == "shared":
-        train_module.score_tokens = shared
+    if args.train_with == "reference":
+        train_module.score_tokens = full
     train_module.grade, Rollout.select = grade, select
     train_module.RECIPES = {**RECIPES, args.recipe: Recipe(recipe.info, comparing)}
     writer = RunStore(Path(tempfile.mkdtemp(prefix="score-sharing-"))).create(config)

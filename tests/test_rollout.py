@@ -231,7 +231,9 @@ def test_sampling_entropy_matches_the_scoring_pass_distribution() -> None:
     examples = TASKS["add"].eval_set(8)
     r = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, examples, 4, 0.7, 10)
     with torch.inference_mode():
-        logits = loaded.model.get_output_embeddings()(_completion_hidden(loaded.model, r))
+        every_row = torch.arange(r.input_ids.shape[0])  # [B]
+        logits = loaded.model.get_output_embeddings()(
+            _completion_hidden(loaded.model, r, every_row))
         log_p = torch.log_softmax(logits.float(), -1)  # [B, T, V]
     expected = -(log_p.exp() * log_p).sum(-1)  # [B, T]
     mask = r.completion_mask.bool()

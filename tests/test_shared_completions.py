@@ -59,7 +59,7 @@ def test_a_shared_row_weighs_as_its_copies_together_in_w_reinforce() -> None:
     config = RunConfig(threads=1, recipe="w-reinforce", group_size=4, wr_lambda=0.1)
     rollout_module.head_logprobs = keeping_head
     try:
-        scores = score_tokens(loaded.model, r, share_copies=True).logprobs  # [4, T]
+        scores = score_tokens(loaded.model, r).logprobs  # [4, T]
     finally:
         rollout_module.head_logprobs = real_head
     batch = RecipeBatch(scores, scores.detach(), r.completion_mask.float(),
@@ -131,7 +131,7 @@ def test_every_recipe_trains_alike_on_shared_and_full_rows(recipe: str) -> None:
         return float(loss.detach()), grads
 
     def shared(rows: Rollout) -> tuple[torch.Tensor, torch.Tensor | None]:
-        s = score_tokens(model, rows, with_disparity=spec.needs_span_confidence, share_copies=True)
+        s = score_tokens(model, rows, with_disparity=spec.needs_span_confidence)
         return s.logprobs, s.disparity
 
     loss_shared, grads_shared = update(shared)

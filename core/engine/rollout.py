@@ -425,7 +425,7 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool = False,
-                 share_copies: bool = False) -> TokenScores:
+                 share_copies: bool = True) -> TokenScores:
     """Log-probabilities of the completion tokens (with grad if enabled).
 
     A prompt's G completions share its prefix, so the prompt goes through the network once
@@ -440,19 +440,19 @@ def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool 
     gradients into the one row, so a row standing for k copies weighs k times whatever the
     recipe does with each copy. Loss and gradients equal full scoring's to float rounding on
     every recipe (tested; benchmarks/score_sharing.py along whole runs), 20 % off scoring's
-    forward and backward. Off in training until the calibration experiment is rerun with
-    it: its runs take another trajectory, as with any change of summation order; against
-    such a float-order control, 20 paired w-reinforce seeds showed no shift
-    (benchmarks/RESULTS.md, "Shared scoring" and "The shared-scoring question").
+    forward and backward. Its runs take another trajectory than scoring every row, as any
+    change of summation order does; against such a float-order control, 20 paired
+    w-reinforce seeds showed no shift (benchmarks/RESULTS.md, "The shared-scoring
+    question"). `False` scores every row, for that comparison.
     """
-    if not share_copies:
-        first = inverse = None
-    else:
+    if share_copies:
         first, inverse = distinct_completions(rollout)  # [U], [B]
-    hidden = _completion_hidden(model, rollout, first)  # [U, T, H] (U = B when not shared)
+    else:
+        first, inverse = torch.arange(rollout.input_ids.shape[0]), None  # [B]
+    hidden = _completion_hidden(model, rollout, first.to(rollout.input_ids.device))  # [U, T, H]
     head = model.get_output_embeddings()
     u, t, h = hidden.shape
-    targets = rollout.completion_ids if first is None else rollout.completion_ids[first]
+    targets = rollout.completion_ids[first]  # [U, T]
     weight = head.weight if head.weight.dtype == torch.float32 else head.weight.float()
     bias = None if getattr(head, "bias", None) is None else head.bias.float()
     logprobs, disparity = head_logprobs(hidden.reshape(u * t, h), weight, bias,
@@ -530,11 +530,11 @@ def _chunk_disparity(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 
 def _completion_hidden(model: PreTrainedModel, rollout: Rollout,
-                       rows: torch.Tensor | None = None) -> torch.Tensor:
+                       rows: torch.Tensor) -> torch.Tensor:
     """Last hidden states that predict each completion token y_1 .. y_T of the rollout's
-    `rows` [R] (default: every row): [R, T, H].
+    `rows` [R]: [R, T, H].
 
-    Each prompt's cache comes from `_prompt_cache`, as in sampling, and is repeated for its
+    Each prompt's cache comes from `_prompt_cache`, as in sampling, and is gathered for its
     rows (differentiably, so the gradient of every row reaches the LoRA weights through the
     shared prefix too); one more pass then runs the last prompt token and y_1 .. y_T-1 over
     it.
@@ -542,8 +542,6 @@ def _completion_hidden(model: PreTrainedModel, rollout: Rollout,
     g, w = rollout.samples, rollout.prompt_width
     b, t = rollout.completion_ids.shape
     end = w + t - 1  # y_T predicts nothing
-    every_row = rows is None
-    rows = torch.arange(b, device=rollout.input_ids.device) if every_row else rows
     ids, mask = rollout.input_ids[rows], rollout.attention_mask[rows]  # [R, W + T]
     # Activation checkpointing re-runs each layer in the backward pass, and the re-run would
     # append the completions' keys to the shared cache a second time: score full rows then.
@@ -552,10 +550,7 @@ def _completion_hidden(model: PreTrainedModel, rollout: Rollout,
     cache = None
     if not recomputes and rows.shape[0] > b // g:  # some prompt has more than one row
         cache = _prompt_cache(model, rollout.input_ids[::g, :w], rollout.attention_mask[::g, :w])
-    if cache is not None and every_row:
-        cache.batch_repeat_interleave(g)  # [P, ...] -> [B, ...], differentiable
-    elif cache is not None:
-        cache.reorder_cache(rows // g)  # [P, ...] -> [R, ...]
+        cache.reorder_cache(rows // g)  # [P, ...] -> [R, ...], differentiable
     start = 0 if cache is None else cache.get_seq_length()
     out = model.get_decoder()(input_ids=ids[:, start:end], attention_mask=mask[:, :end],
                               position_ids=position_ids(mask)[:, start:end],
