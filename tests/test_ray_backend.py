@@ -22,6 +22,7 @@ from core.experiments.sweep import plan_sweep, run_sweep  # noqa: E402
 from core.runtime.ray_backend import RayBackend  # noqa: E402
 from core.runtime.runner import stop  # noqa: E402
 from core.runtime.store import RunStore, read_jsonl  # noqa: E402
+from tests.test_checkpoint import without_timing  # noqa: E402
 
 NODE = {"num_cpus": 1, "include_dashboard": False, "object_store_memory": 80 * 2**20}
 TINY = {"eval_prompts": 8, "eval_samples": 2, "keep_samples": 4, "threads": 1}
@@ -91,8 +92,7 @@ def test_a_2x2_sweep_on_two_nodes_matches_the_local_backend(
         # Same seeds, same thread count, same machine: bit-identical metrics.
         assert r_ray["end"] == r_local["end"]
         local_train = RunStore(tmp_path / "local").load(r_local["id"]).train
-        assert [{k: v for k, v in t.items() if k != "seconds"} for t in record.train] == \
-            [{k: v for k, v in t.items() if k != "seconds"} for t in local_train]
+        assert without_timing(record.train) == without_timing(local_train)
     assert (tmp_path / "ray-out" / "report.html").exists()
 
 

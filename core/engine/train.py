@@ -56,7 +56,11 @@ def train(config: RunConfig, writer: RunWriter,
     rng = np.random.default_rng(config.seed)  # training prompts
     torch.manual_seed(config.seed)  # rollout sampling
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, config.adam_beta2))
+    # One fused kernel for every LoRA tensor: a quarter of the per-tensor loop's time on the
+    # CPU (56 tensors: 1.0 -> 0.25 ms a step), the same update to float rounding.
+    fused = True if loaded.device.type in ("cpu", "cuda") else None
+    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, config.adam_beta2),
+                                 fused=fused)
     writer.log_text(f"model {config.model} on {loaded.device}; {len(params)} LoRA tensors, "
                     f"{sum(p.numel() for p in params)} trainable parameters")
     if loaded.sampler_note:
@@ -80,7 +84,7 @@ def train(config: RunConfig, writer: RunWriter,
             checkpoints.save(step - 1)  # so a resume loses nothing
             return "stopped"
         _set_threads(threads())
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         # 1. Rollout: G completions per training prompt, then read and grade them.
@@ -123,7 +127,8 @@ def train(config: RunConfig, writer: RunWriter,
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 params, config.max_grad_norm if config.max_grad_norm > 0 else math.inf)
             optimizer.step()
-            if not all(bool(torch.isfinite(p).all()) for p in params):  # or sampling crashes
+            if not bool(torch.isfinite(torch.cat([p.flatten() for p in params])).all()):
+                # else sampling crashes; one read of the device instead of one per tensor
                 raise TrainingError(f"the LoRA weights stopped being finite at step {step}: "
                                     "lower the learning rate or turn on gradient clipping")
         # 6. Log what this step saw, then evaluate when due.
@@ -140,6 +145,10 @@ def train(config: RunConfig, writer: RunWriter,
             "confidence/answer_prob": _nanmean(answer_prob),
             "grad_norm": float(grad_norm),
             "seconds": round(time.perf_counter() - t0, 4),
+            # CPU seconds of the whole process over the step and its thread count: their
+            # ratio to `seconds` is the share of the cores the run got.
+            "cpu_seconds": round(time.process_time() - cpu0, 4),
+            "threads": torch.get_num_threads(),
             "rows_scored": float(rows.float().mean()),
             **judged.metrics, **result.components}.items()})
         writer.log_samples(step, judged.samples)
