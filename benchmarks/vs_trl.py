@@ -111,11 +111,12 @@ def main() -> None:
           f"{platform.python_version()}, {args.threads} torch threads; "
           f"{PROMPTS} prompts x G={GROUP}, {NEW_TOKENS} new tokens, {args.steps} steps a run "
           f"({args.warmup} warm-up), {args.repeats} runs a side", flush=True)
-    # Both sides get one OpenMP wait policy, chosen once here as the lab would choose it now
-    # (slots.omp_wait_policy): the lab's engine would otherwise pick its own from the load
-    # while TRL's process keeps libgomp's default, and under load that alone skews the ratio.
-    env = slots.omp_decided_env()
-    print(f"OMP_WAIT_POLICY for both sides: {env.get('OMP_WAIT_POLICY', 'unset (libgomp default)')}"
+    # Both sides get the OpenMP setting the lab's engine sets for itself as torch loads
+    # (slots.omp_settings): TRL's process would otherwise keep libgomp's default spin, which
+    # under load alone skews the ratio.
+    env = {**os.environ, **slots.omp_settings()}
+    wait = {k: env[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in env}
+    print(f"OpenMP wait for both sides: {wait or 'libgomp default'}"
           f", load average {os.getloadavg()[0]:.1f}", flush=True)
     counted: dict[str, list[float]] = {"lab": [], "trl": []}
     for r in range(args.repeats):

@@ -19,8 +19,8 @@ path the app, the experiments and sweeps take, in a fresh store:
 
 A tree with warm starts keeps one server (in a private folder, ended at the end) across the
 repeats; its first launch, which starts the server, is printed apart and left out of the
-medians. OMP_WAIT_POLICY is fixed to PASSIVE for both trees: otherwise the load, which other
-users move, would choose it (core.runtime.slots.omp_wait_policy) and with it the server.
+medians. OMP_WAIT_POLICY is fixed to PASSIVE for both trees: trees from before 2026-11-30
+chose it from the load, which other users move, and with it the server.
 """
 
 from __future__ import annotations

@@ -81,3 +81,14 @@ def test_train_asks_for_its_thread_count_before_every_step(tmp_path):
         torch.set_num_threads(before)
     assert len(asked) == 1 + config.steps  # once at the start, then before each step
     assert asked[1:] == [1, 2, 1]
+
+
+def test_the_openmp_spin_count_is_set_unless_the_environment_sets_the_wait(monkeypatch):
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    assert slots.omp_settings() == {"GOMP_SPINCOUNT": "10000"}
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # a person's own choice wins
+    assert slots.omp_settings() == {}
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "0")
+    assert slots.omp_settings() == {}

@@ -42,8 +42,7 @@ def server_dir() -> Iterator[Path]:
     """Warm starts on, in a short private folder (a socket's path is limited to 107 bytes),
     with the environment fixed for the module so every run asks the same server."""
     folder = Path(tempfile.mkdtemp(prefix="warm-"))
-    fixed = {warm.WARM_ENV: "1", warm.WARM_DIR_ENV: str(folder), slots.MAX_RUNS_ENV: "2",
-             "OMP_WAIT_POLICY": "PASSIVE"}  # else the load would choose it, and the server
+    fixed = {warm.WARM_ENV: "1", warm.WARM_DIR_ENV: str(folder), slots.MAX_RUNS_ENV: "2"}
     before = {k: os.environ.get(k) for k in fixed}
     os.environ.update(fixed)
     try:
@@ -226,8 +225,7 @@ def test_a_key_a_server_refused_goes_straight_to_a_fresh_process(tmp_path, monke
     folder.mkdir(mode=0o700)
     monkeypatch.setenv(warm.WARM_ENV, "1")
     monkeypatch.setenv(warm.WARM_DIR_ENV, str(folder))
-    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # the key does not follow the load
-    key = warm.server_key(warm.code_fingerprint(), slots.omp_decided_env())
+    key = warm.server_key(warm.code_fingerprint(), {**os.environ, **slots.omp_settings()})
     (folder / f"{key}.refused").write_text("CUDA was started as the engine loaded\n")
     writer = RunStore(tmp_path / "runs").create(build_config("smoke"))
     assert warm.fork_run(writer.path) is None
@@ -243,8 +241,7 @@ def test_a_server_that_cannot_serve_means_a_fresh_process(tmp_path, monkeypatch)
     try:
         monkeypatch.setenv(warm.WARM_ENV, "1")
         monkeypatch.setenv(warm.WARM_DIR_ENV, str(folder))
-        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-        key = warm.server_key(warm.code_fingerprint(), slots.omp_decided_env())
+        key = warm.server_key(warm.code_fingerprint(), {**os.environ, **slots.omp_settings()})
         held = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(held, fcntl.LOCK_EX)
         writer = RunStore(tmp_path / "runs").create(build_config("smoke"))

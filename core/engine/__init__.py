@@ -2,9 +2,8 @@
 
 import os
 
-from core.runtime.slots import omp_wait_policy
+from core.runtime.slots import omp_settings
 
-# Read once, when torch loads its OpenMP runtime, so it is decided here, before any engine
-# module imports torch (the rule and its measurements: slots.omp_wait_policy).
-if (_policy := omp_wait_policy()) is not None:
-    os.environ["OMP_WAIT_POLICY"] = _policy
+# Read once, when torch loads its OpenMP runtime, so it is set here, before any engine
+# module imports torch (the setting and its measurements: slots.OMP_SPIN_COUNT).
+os.environ.update(omp_settings())

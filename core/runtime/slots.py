@@ -54,41 +54,24 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-# Set in a warm server's environment (core.runtime.warm): the launcher that started it has
-# already chosen the policy for the load at its launch, and the server's key says which.
-OMP_DECIDED_ENV = "CALIBRATION_LAB_OMP_DECIDED"
+# How many times an idle OpenMP thread checks for work before it sleeps (libgomp reads
+# GOMP_SPINCOUNT once, as torch loads it). libgomp's default, 300,000, is fastest on free
+# cores but under load a thread spins on a core its partner needs; sleeping at once
+# (OMP_WAIT_POLICY=PASSIVE) pays a wake-up at every parallel op. Measured on 2 cores, a
+# 2-thread step (benchmarks/RESULTS.md, "The OpenMP wait, 2026-11-30"): quiet 54 ms default,
+# 54 ms at 10,000, 138 ms passive; beside two busy programs 821, 247 and 305 ms. One fixed
+# count, so no rule follows the load (the 1-minute load average lags: it chose the passive
+# wait just after runs ended, on free cores), and a warm server's key never flips with it.
+OMP_SPIN_COUNT = "10000"
 
 
-def omp_wait_policy() -> str | None:
-    """"PASSIVE" (idle OpenMP threads sleep) when other programs already hold the cores, else
-    None (they spin a while first, libgomp's default); for torch to read as it loads.
-
-    A thread that runs out of work spins for a while before sleeping. With the cores free
-    that is fastest (quick preset, 2 threads, load average 1.6 on 2 cores: 17-19 s spinning,
-    30-33 s sleeping); with other programs on the cores a run's second thread spins on a
-    core its partner needs and every parallel op waits on a descheduled thread (load 7-8: a
-    step took 10.6 s spinning, 0.43 s sleeping; benchmarks/RESULTS.md, "Performance,
-    2026-11-29 (evening)"). So: sleep when the load average already exceeds the cores. A
-    one-thread run has no second thread to wait for; OMP_WAIT_POLICY or GOMP_SPINCOUNT in
-    the environment win (None: leave the environment as it is).
-    """
-    if any(v in os.environ for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", OMP_DECIDED_ENV)):
-        return None
-    try:
-        busy = os.getloadavg()[0] > cores()
-    except (OSError, AttributeError):  # no load average on this platform
-        return None
-    return "PASSIVE" if busy else None
-
-
-def omp_decided_env() -> dict[str, str]:
-    """This process's environment with the wait policy chosen now (`omp_wait_policy`) and
-    marked decided, for a process that loads torch later and must not choose again."""
-    env = dict(os.environ)
-    if (policy := omp_wait_policy()) is not None:
-        env["OMP_WAIT_POLICY"] = policy
-    env[OMP_DECIDED_ENV] = "1"
-    return env
+def omp_settings() -> dict[str, str]:
+    """The OpenMP variables the lab sets before torch loads: GOMP_SPINCOUNT, unless the
+    environment already sets the wait (OMP_WAIT_POLICY or GOMP_SPINCOUNT win). Only libgomp
+    (Linux builds of torch) reads it; other OpenMP runtimes keep their defaults."""
+    if any(v in os.environ for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):
+        return {}
+    return {"GOMP_SPINCOUNT": OMP_SPIN_COUNT}
 
 
 def threads_for(training: int, cap: int) -> int:

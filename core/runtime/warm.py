@@ -132,10 +132,9 @@ def fork_run(path: Path, wait: bool = True) -> int | None:
     if not enabled():
         return None
     try:
-        # The environment a fresh run's process would have as torch loads: the OpenMP wait
-        # policy is chosen here, at the launch (a fresh process chooses once it has its
-        # slot), and the server started for it keeps the choice.
-        env = slots.omp_decided_env()
+        # The environment a fresh run's process would have as torch loads (the OpenMP
+        # setting included), so the server started for it matches.
+        env = {**os.environ, **slots.omp_settings()}
         key = server_key(code_fingerprint(), env)
         conn = _connect(socket_dir(), key, env, wait)
         with conn:
