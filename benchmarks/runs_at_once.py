@@ -1,11 +1,15 @@
 """Runs started together against the same runs one after the other (whole-command wall time).
 
 Run by hand: `.venv/bin/python -m benchmarks.runs_at_once [--counts 2,3,4] [--pairs 4]
-[--spinners K] [--steps N] [--cap C] [--json FILE]`. A trial starts n `python -m core train
---preset quick --recipe binary --seed i` commands (seeds 0..n-1; `--steps` shortens them,
-evaluation still every 20 steps and at the end) in a fresh runs folder and times until the
-last one ends: "together" starts all n at once through the run queue (n above the cap
-queues: still started together), "sequence" starts each when the one before has ended.
+[--spinners K] [--steps N] [--cap C] [--launch terminal|app] [--json FILE]`. A trial starts
+n quick-preset binary runs (seeds 0..n-1; `--steps` shortens them, evaluation still every
+20 steps and at the end) in a fresh runs folder and times until the last one ends:
+"together" starts all n at once through the run queue (n above the cap queues: still
+started together), "sequence" starts each when the one before has ended. `--launch
+terminal` (default) starts each as a `python -m core train` command in the benchmark's own
+session, as a person at a terminal does; `--launch app` through `runner.launch`, the path
+of the app, experiments and sweeps (a background process in its own session, forked from a
+warm server; one untimed run first starts the server).
 
 The two are timed as pairs whose order alternates (together then sequence, then sequence
 then together, ... : ABBA), so a load that drifts during the benchmark weighs on both
@@ -28,6 +32,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -35,12 +40,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DEADLINE_S = 1800  # one trial; a hung run fails the benchmark instead of waiting forever
+SETTLE_S = 60  # seconds the spinners run before the first trial
 SPIN = "while True: pass"  # one core's worth of pure-Python work, no I/O, no threads
 
 
@@ -49,10 +55,12 @@ class Trial:
     n: int
     how: str  # "together" or "sequence"
     wall_s: float
-    cpu_s: float  # user + system seconds of all n runs
+    cpu_s: float  # user + system seconds of all n runs (app launches: their steps only)
     load_at_start: float
     load_at_end: float
     step_s_median_per_run: list[float]
+    cores_per_step_per_run: list[float]  # median over a run's steps of its CPU ÷ wall
+    threads_per_run: list[list[int]]  # the thread counts each run's steps used
 
     @property
     def cores_used(self) -> float:
@@ -96,18 +104,93 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _step_seconds(runs: str) -> list[float]:
-    """The median train/seconds of each run in the folder."""
-    out = []
+@dataclass(frozen=True)
+class RunSteps:
+    """What the runs in a folder logged per step (train/seconds, cpu_seconds, threads)."""
+    step_s: list[float]  # each run's median step seconds
+    cores: list[float]  # each run's median CPU ÷ wall per step
+    threads: list[list[int]]  # each run's distinct thread counts
+    cpu_s: float  # the steps' CPU seconds, all runs
+
+
+def _steps(runs: str) -> RunSteps:
+    per_run = []
     for metrics in Path(runs).glob("*/metrics.jsonl"):
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        steps = [r["train/seconds"] for r in rows if "train/seconds" in r]
-        if steps:
-            out.append(statistics.median(steps))
-    return sorted(out)
+        rows = [r for r in rows if "train/seconds" in r]
+        if rows:
+            per_run.append(rows)
+    per_run.sort(key=lambda rows: statistics.median(r["train/seconds"] for r in rows))
+    return RunSteps(
+        [round(statistics.median(r["train/seconds"] for r in rows), 3) for rows in per_run],
+        [round(statistics.median(r.get("train/cpu_seconds", 0.0) / max(r["train/seconds"], 1e-9)
+                                 for r in rows), 2) for rows in per_run],
+        [sorted({int(r.get("train/threads", 0)) for r in rows}) for rows in per_run],
+        sum(r.get("train/cpu_seconds", 0.0) for rows in per_run for r in rows))
 
 
-def trial(n: int, how: str, cap: int | None, steps: int | None) -> Trial:
+def _terminal_trial(n: int, how: str, env: dict[str, str], runs: str, steps: int | None
+                    ) -> float:
+    """Wall seconds of n `python -m core train` commands, together or in sequence."""
+    t0 = time.perf_counter()
+    deadline = t0 + RUN_DEADLINE_S
+
+    def start(seed: int) -> subprocess.Popen:
+        return subprocess.Popen(_command(seed, runs, steps), cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def finish(proc: subprocess.Popen) -> None:
+        returncode = proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+        if returncode != 0:
+            raise RuntimeError(f"a run exited with {returncode}")
+
+    if how == "together":
+        for proc in [start(seed) for seed in range(n)]:
+            finish(proc)
+    else:
+        for seed in range(n):
+            finish(start(seed))
+    return time.perf_counter() - t0
+
+
+def _app_launch(seed: int, runs: str, steps: int | None, no_eval: bool = False) -> str:
+    from core.config import build_config
+    from core.runtime.runner import launch
+
+    config = build_config("quick", recipe="binary", seed=seed, steps=steps,
+                          **({"no_eval": True} if no_eval else {}))
+    return launch(config, runs, warm_wait=True)
+
+
+def _wait_ended(runs: str, run_ids: list[str], deadline: float) -> None:
+    from core.runtime.store import ACTIVE, RunStore
+
+    store = RunStore(runs)
+    while True:
+        status = [store.load(r, metrics=False).status for r in run_ids]
+        if not any(s in ACTIVE for s in status):
+            if any(s != "finished" for s in status):
+                raise RuntimeError(f"a run ended {status}")
+            return
+        if time.perf_counter() > deadline:
+            raise RuntimeError("a run did not end in time")
+        time.sleep(0.1)
+
+
+def _app_trial(n: int, how: str, runs: str, steps: int | None) -> float:
+    """Wall seconds of n runs started by `runner.launch`, together or in sequence."""
+    t0 = time.perf_counter()
+    deadline = t0 + RUN_DEADLINE_S
+    if how == "together":
+        _wait_ended(runs, [_app_launch(seed, runs, steps) for seed in range(n)], deadline)
+    else:
+        for seed in range(n):
+            _wait_ended(runs, [_app_launch(seed, runs, steps)], deadline)
+    return time.perf_counter() - t0
+
+
+def trial(n: int, how: str, cap: int | None, steps: int | None, launch: str = "terminal"
+          ) -> Trial:
     env = dict(os.environ)
     env.pop("CALIBRATION_LAB_MAX_RUNS", None)
     if cap is not None:
@@ -115,28 +198,52 @@ def trial(n: int, how: str, cap: int | None, steps: int | None) -> Trial:
     env["PYTHONPATH"] = str(ROOT)
     load, cpu = os.getloadavg()[0], _children_cpu()
     with tempfile.TemporaryDirectory(prefix="bench-at-once-") as runs:
-        t0 = time.perf_counter()
-        deadline = t0 + RUN_DEADLINE_S
-
-        def start(seed: int) -> subprocess.Popen:
-            return subprocess.Popen(_command(seed, runs, steps), cwd=ROOT, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def finish(proc: subprocess.Popen) -> None:
-            returncode = proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
-            if returncode != 0:
-                raise RuntimeError(f"a run exited with {returncode}")
-
-        if how == "together":
-            for proc in [start(seed) for seed in range(n)]:
-                finish(proc)
+        if launch == "terminal":
+            wall = _terminal_trial(n, how, env, runs, steps)
+            cpu = _children_cpu() - cpu
         else:
-            for seed in range(n):
-                finish(start(seed))
-        wall = time.perf_counter() - t0
-        step_s = _step_seconds(runs)
-    return Trial(n, how, round(wall, 2), round(_children_cpu() - cpu, 2), round(load, 2),
-                 round(os.getloadavg()[0], 2), [round(s, 3) for s in step_s])
+            with _environ(env):
+                wall = _app_trial(n, how, runs, steps)
+        logged = _steps(runs)
+    return Trial(n, how, round(wall, 2), round(cpu if launch == "terminal" else logged.cpu_s, 2),
+                 round(load, 2), round(os.getloadavg()[0], 2), logged.step_s, logged.cores,
+                 logged.threads)
+
+
+@contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """This process's environment set to `env` for the block (runner.launch reads it)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextmanager
+def app_launches() -> Iterator[None]:
+    """Warm starts on, from a private server folder; one untimed run starts the server,
+    which is ended on the way out."""
+    from core.runtime import warm
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-at-once-warm-"))  # mode 0700
+    env = dict(os.environ)
+    env.pop(warm.WARM_ENV, None)
+    env[warm.WARM_DIR_ENV] = str(folder)
+    try:
+        with _environ(env):
+            with tempfile.TemporaryDirectory(prefix="bench-at-once-") as runs:
+                _wait_ended(runs, [_app_launch(0, runs, 1, no_eval=True)],
+                            time.perf_counter() + RUN_DEADLINE_S)
+            print(f"app launches: warm server in {folder}", flush=True)
+            yield
+    finally:
+        for pid in warm.server_pids(folder):
+            os.kill(pid, signal.SIGTERM)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager
@@ -164,7 +271,8 @@ def _autogroup() -> str:
 def _print_trial(t: Trial) -> None:
     print(f"n={t.n} {t.how:<9} {t.wall_s:7.1f} s wall {t.cpu_s:7.1f} s CPU"
           f" ({t.cores_used:.2f} cores)  load {t.load_at_start:5.2f} -> {t.load_at_end:5.2f}"
-          f"  s/step per run {t.step_s_median_per_run}", flush=True)
+          f"  s/step per run {t.step_s_median_per_run}, cores per step"
+          f" {t.cores_per_step_per_run}, threads {t.threads_per_run}", flush=True)
 
 
 def main() -> None:
@@ -179,19 +287,26 @@ def main() -> None:
                     "lab's, one run per core)")
     ap.add_argument("--steps", type=int, default=None,
                     help="steps per run (default: the quick preset's 100)")
+    ap.add_argument("--launch", choices=["terminal", "app"], default="terminal",
+                    help="start runs as `python -m core train` commands in this session "
+                    "(terminal) or through runner.launch, as the app and experiments do (app)")
     ap.add_argument("--json", type=Path, default=None, help="also write every pair here")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores "
           f"({len(os.sched_getaffinity(0))} usable), python {platform.python_version()}, "
           f"kernel {platform.release()}, autogroup {_autogroup()}; quick preset, binary, "
           f"seeds 0..n-1, {args.steps or 'preset'} steps, cap {args.cap or 'default'}, "
-          f"{args.spinners} spinners", flush=True)
+          f"{args.spinners} spinners, launched from the {args.launch}", flush=True)
     results: list[dict] = []
-    with spinners(args.spinners):
+    with spinners(args.spinners), ExitStack() as stack:
+        if args.spinners:  # let the 1-minute load average show them before any run starts
+            time.sleep(SETTLE_S)
+        if args.launch == "app":
+            stack.enter_context(app_launches())
         for n in (int(c) for c in args.counts.split(",")):
             pairs = []
             for order in abba(args.pairs):
-                done = {how: trial(n, how, args.cap, args.steps) for how in order}
+                done = {how: trial(n, how, args.cap, args.steps, args.launch) for how in order}
                 for how in order:
                     _print_trial(done[how])
                 pair = Pair(done["together"], done["sequence"], first=order[0])
