@@ -20,9 +20,10 @@ shared with other work this is the steadier figure) and the load average.
 
 `--spinners K` makes "under load" a stated condition rather than whatever others run: K
 pure-Python busy loops (one core each) run for the whole benchmark, started and killed
-by it. Each is its own session, as another user's job would be: with the kernel's
-autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled`, printed) the cores are
-shared between sessions first, then between the threads inside each.
+by it, the first trial 60 s after them (so that code which read the load average, the lab
+before 2026-11-30, saw them). Each is its own session, as another user's job would be:
+with the kernel's autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled`,
+printed) the cores are shared between sessions first, then between the threads inside each.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def main() -> None:
     # Both sides get the OpenMP setting the lab's engine sets for itself as torch loads
     # (slots.omp_settings): TRL's process would otherwise keep libgomp's default spin, which
     # under load alone skews the ratio.
-    env = {**os.environ, **slots.omp_settings()}
+    env = slots.omp_env()
     wait = {k: env[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in env}
     print(f"OpenMP wait for both sides: {wait or 'libgomp default'}"
           f", load average {os.getloadavg()[0]:.1f}", flush=True)

@@ -225,7 +225,7 @@ def test_a_key_a_server_refused_goes_straight_to_a_fresh_process(tmp_path, monke
     folder.mkdir(mode=0o700)
     monkeypatch.setenv(warm.WARM_ENV, "1")
     monkeypatch.setenv(warm.WARM_DIR_ENV, str(folder))
-    key = warm.server_key(warm.code_fingerprint(), {**os.environ, **slots.omp_settings()})
+    key = warm.server_key(warm.code_fingerprint(), slots.omp_env())
     (folder / f"{key}.refused").write_text("CUDA was started as the engine loaded\n")
     writer = RunStore(tmp_path / "runs").create(build_config("smoke"))
     assert warm.fork_run(writer.path) is None
@@ -241,7 +241,7 @@ def test_a_server_that_cannot_serve_means_a_fresh_process(tmp_path, monkeypatch)
     try:
         monkeypatch.setenv(warm.WARM_ENV, "1")
         monkeypatch.setenv(warm.WARM_DIR_ENV, str(folder))
-        key = warm.server_key(warm.code_fingerprint(), {**os.environ, **slots.omp_settings()})
+        key = warm.server_key(warm.code_fingerprint(), slots.omp_env())
         held = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(held, fcntl.LOCK_EX)
         writer = RunStore(tmp_path / "runs").create(build_config("smoke"))

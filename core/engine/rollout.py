@@ -448,8 +448,9 @@ def score_tokens(model: PreTrainedModel, rollout: Rollout, with_disparity: bool 
     if share_copies:
         first, inverse = distinct_completions(rollout)  # [U], [B]
     else:
-        first, inverse = torch.arange(rollout.input_ids.shape[0]), None  # [B]
-    hidden = _completion_hidden(model, rollout, first.to(rollout.input_ids.device))  # [U, T, H]
+        first = torch.arange(rollout.input_ids.shape[0], device=rollout.input_ids.device)  # [B]
+        inverse = None
+    hidden = _completion_hidden(model, rollout, first)  # [U, T, H]
     head = model.get_output_embeddings()
     u, t, h = hidden.shape
     targets = rollout.completion_ids[first]  # [U, T]

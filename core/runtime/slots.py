@@ -74,6 +74,12 @@ def omp_settings() -> dict[str, str]:
     return {"GOMP_SPINCOUNT": OMP_SPIN_COUNT}
 
 
+def omp_env() -> dict[str, str]:
+    """This process's environment as a process that loads torch from it will have it (with
+    `omp_settings`): for a warm server's key, or a benchmark's children."""
+    return {**os.environ, **omp_settings()}
+
+
 def threads_for(training: int, cap: int) -> int:
     """torch threads for one run while `training` runs (itself included) hold slots.
 

@@ -134,7 +134,7 @@ def fork_run(path: Path, wait: bool = True) -> int | None:
     try:
         # The environment a fresh run's process would have as torch loads (the OpenMP
         # setting included), so the server started for it matches.
-        env = {**os.environ, **slots.omp_settings()}
+        env = slots.omp_env()
         key = server_key(code_fingerprint(), env)
         conn = _connect(socket_dir(), key, env, wait)
         with conn:
