@@ -40,12 +40,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")  # what starting a run gives: its process, or its run id
 RUN_DEADLINE_S = 1800  # one trial; a hung run fails the benchmark instead of waiting forever
 SETTLE_S = 60  # seconds the spinners run before the first trial
 SPIN = "while True: pass"  # one core's worth of pure-Python work, no I/O, no threads
@@ -115,51 +117,58 @@ class RunSteps:
 
 
 def _steps(runs: str) -> RunSteps:
-    per_run = []
+    per_run = []  # (median step seconds, median cores, thread counts, CPU seconds) per run
     for metrics in Path(runs).glob("*/metrics.jsonl"):
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         rows = [r for r in rows if "train/seconds" in r]
         if rows:
-            per_run.append(rows)
-    per_run.sort(key=lambda rows: statistics.median(r["train/seconds"] for r in rows))
-    return RunSteps(
-        [round(statistics.median(r["train/seconds"] for r in rows), 3) for rows in per_run],
-        [round(statistics.median(r.get("train/cpu_seconds", 0.0) / max(r["train/seconds"], 1e-9)
-                                 for r in rows), 2) for rows in per_run],
-        [sorted({int(r.get("train/threads", 0)) for r in rows}) for rows in per_run],
-        sum(r.get("train/cpu_seconds", 0.0) for rows in per_run for r in rows))
+            per_run.append((
+                statistics.median(r["train/seconds"] for r in rows),
+                statistics.median(r.get("train/cpu_seconds", 0.0) / max(r["train/seconds"], 1e-9)
+                                  for r in rows),
+                sorted({int(r.get("train/threads", 0)) for r in rows}),
+                sum(r.get("train/cpu_seconds", 0.0) for r in rows)))
+    per_run.sort(key=lambda run: run[0])
+    return RunSteps([round(run[0], 3) for run in per_run], [round(run[1], 2) for run in per_run],
+                    [run[2] for run in per_run], sum(run[3] for run in per_run))
+
+
+def _timed(n: int, how: str, start: Callable[[int], T], finish: Callable[[list[T]], None]
+           ) -> float:
+    """Wall seconds of starting runs 0..n-1 with `start` and waiting on them with `finish`:
+    all started, then waited for (together), or each waited for before the next (sequence)."""
+    t0 = time.perf_counter()
+    if how == "together":
+        finish([start(seed) for seed in range(n)])
+    else:
+        for seed in range(n):
+            finish([start(seed)])
+    return time.perf_counter() - t0
 
 
 def _terminal_trial(n: int, how: str, env: dict[str, str], runs: str, steps: int | None
                     ) -> float:
     """Wall seconds of n `python -m core train` commands, together or in sequence."""
-    t0 = time.perf_counter()
-    deadline = t0 + RUN_DEADLINE_S
+    deadline = time.perf_counter() + RUN_DEADLINE_S
 
     def start(seed: int) -> subprocess.Popen:
         return subprocess.Popen(_command(seed, runs, steps), cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def finish(proc: subprocess.Popen) -> None:
-        returncode = proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
-        if returncode != 0:
-            raise RuntimeError(f"a run exited with {returncode}")
+    def finish(procs: list[subprocess.Popen]) -> None:
+        for proc in procs:
+            returncode = proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+            if returncode != 0:
+                raise RuntimeError(f"a run exited with {returncode}")
 
-    if how == "together":
-        for proc in [start(seed) for seed in range(n)]:
-            finish(proc)
-    else:
-        for seed in range(n):
-            finish(start(seed))
-    return time.perf_counter() - t0
+    return _timed(n, how, start, finish)
 
 
 def _app_launch(seed: int, runs: str, steps: int | None, no_eval: bool = False) -> str:
     from core.config import build_config
     from core.runtime.runner import launch
 
-    config = build_config("quick", recipe="binary", seed=seed, steps=steps,
-                          **({"no_eval": True} if no_eval else {}))
+    config = build_config("quick", recipe="binary", seed=seed, steps=steps, no_eval=no_eval)
     return launch(config, runs, warm_wait=True)
 
 
@@ -180,14 +189,9 @@ def _wait_ended(runs: str, run_ids: list[str], deadline: float) -> None:
 
 def _app_trial(n: int, how: str, runs: str, steps: int | None) -> float:
     """Wall seconds of n runs started by `runner.launch`, together or in sequence."""
-    t0 = time.perf_counter()
-    deadline = t0 + RUN_DEADLINE_S
-    if how == "together":
-        _wait_ended(runs, [_app_launch(seed, runs, steps) for seed in range(n)], deadline)
-    else:
-        for seed in range(n):
-            _wait_ended(runs, [_app_launch(seed, runs, steps)], deadline)
-    return time.perf_counter() - t0
+    deadline = time.perf_counter() + RUN_DEADLINE_S
+    return _timed(n, how, lambda seed: _app_launch(seed, runs, steps),
+                  lambda ids: _wait_ended(runs, ids, deadline))
 
 
 def trial(n: int, how: str, cap: int | None, steps: int | None, launch: str = "terminal"

@@ -115,7 +115,7 @@ def main() -> None:
     # (slots.omp_settings): TRL's process would otherwise keep libgomp's default spin, which
     # under load alone skews the ratio.
     env = slots.omp_env()
-    wait = {k: env[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in env}
+    wait = {k: env[k] for k in slots.OMP_WAIT_VARIABLES if k in env}
     print(f"OpenMP wait for both sides: {wait or 'libgomp default'}"
           f", load average {os.getloadavg()[0]:.1f}", flush=True)
     counted: dict[str, list[float]] = {"lab": [], "trl": []}

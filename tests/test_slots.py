@@ -84,7 +84,7 @@ def test_train_asks_for_its_thread_count_before_every_step(tmp_path):
 
 
 def test_the_openmp_spin_count_is_set_unless_the_environment_sets_the_wait(monkeypatch):
-    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+    for name in slots.OMP_WAIT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert slots.omp_settings() == {"GOMP_SPINCOUNT": "10000"}
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # a person's own choice wins

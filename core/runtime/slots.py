@@ -63,13 +63,14 @@ def cores() -> int:
 # count, so no rule follows the load (the 1-minute load average lags: it chose the passive
 # wait just after runs ended, on free cores), and a warm server's key never flips with it.
 OMP_SPIN_COUNT = "10000"
+OMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # a person's own setting of the wait
 
 
 def omp_settings() -> dict[str, str]:
     """The OpenMP variables the lab sets before torch loads: GOMP_SPINCOUNT, unless the
     environment already sets the wait (OMP_WAIT_POLICY or GOMP_SPINCOUNT win). Only libgomp
     (Linux builds of torch) reads it; other OpenMP runtimes keep their defaults."""
-    if any(v in os.environ for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")):
+    if any(v in os.environ for v in OMP_WAIT_VARIABLES):
         return {}
     return {"GOMP_SPINCOUNT": OMP_SPIN_COUNT}
 
