@@ -11,6 +11,7 @@ runs the loop on a stand-in GPU to keep it so.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -106,11 +107,9 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fmt: Prom
     prompt_mask = enc["attention_mask"].repeat_interleave(samples, dim=0)  # [B, W]
     eos = _eos_ids(model, tokenizer).to(device)
     with torch.inference_mode():
-        cache = _prompt_cache(model, enc["input_ids"], enc["attention_mask"]) \
-            if samples > 1 else None
         completion, logprobs, entropy = _decode(model, enc["input_ids"], enc["attention_mask"],
-                                                samples, cache, max_new_tokens, temperature,
-                                                eos, tokenizer.pad_token_id,
+                                                samples, max_new_tokens, temperature, eos,
+                                                tokenizer.pad_token_id,
                                                 finished_check_every(device), generators)
     completion, logprobs = completion.clone(), logprobs.clone()  # normal tensors for autograd
     is_eos = torch.isin(completion, eos)  # [B, T]
@@ -157,14 +156,14 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> torc
 
 
 def _decode(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-            samples: int, cache: Cache | None, max_new_tokens: int,
-            temperature: float | None, eos: torch.Tensor, pad_id: int, check_every: int = 1,
+            samples: int, max_new_tokens: int, temperature: float | None,
+            eos: torch.Tensor, pad_id: int, check_every: int = 1,
             generators: Sequence[torch.Generator] | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`samples` continuations of each of P prompts [P, W], token by token with the KV cache:
     (tokens [B, T], log pi(token) at T = 1 [B, T], entropy of pi at T = 1 [B, T]), B = P x
-    samples, each prompt's rows contiguous. `cache` holds every prompt token but the last,
-    once per prompt (or is None: the first step then runs the whole prompt).
+    samples, each prompt's rows contiguous. The first step runs each whole prompt once, its
+    cache then shared by the prompt's rows.
 
     The network runs once per distinct prefix, not once per row: rows are drawn from the
     logits of their prefix (a node), and after each read (`finished_check_every`) the rows
@@ -185,9 +184,8 @@ def _decode(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
     every_row = torch.arange(rows, device=device)  # [B]
     node_of_row = every_row // samples  # [B] the node (distinct prefix) each row reads
     mask = prompt_mask  # [U, W + t] per node
-    done_before = 0 if cache is None else cache.get_seq_length()
-    step_ids = prompt_ids[:, done_before:]  # [U, W - done_before]
-    step_pos = position_ids(prompt_mask)[:, done_before:]
+    step_ids, step_pos = prompt_ids, position_ids(prompt_mask)  # [U, W] each, U = P
+    cache = None
     per_row = samples == 1  # whether node i is row i (then nothing needs moving)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)  # [B]
     tokens, logprobs, entropy = [], [], []
@@ -236,7 +234,7 @@ def _decode(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
 def _prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
                   prompt_mask: torch.Tensor) -> Cache | None:
     """KV cache of every prompt [P, W] but its last token, one row per prompt (None if W < 2):
-    a prompt's samples start from it, so the prompt runs once, not once per sample."""
+    a prompt's scored rows continue from it, so the prompt runs once, not once per row."""
     if prompt_ids.shape[1] < 2:
         return None
     out = model(input_ids=prompt_ids[:, :-1], attention_mask=prompt_mask[:, :-1],
@@ -535,7 +533,7 @@ def _completion_hidden(model: PreTrainedModel, rollout: Rollout,
     """Last hidden states that predict each completion token y_1 .. y_T of the rollout's
     `rows` [R]: [R, T, H].
 
-    Each prompt's cache comes from `_prompt_cache`, as in sampling, and is gathered for its
+    Each prompt's cache comes from `_prompt_cache` and is gathered for its
     rows (differentiably, so the gradient of every row reaches the LoRA weights through the
     shared prefix too); one more pass then runs the last prompt token and y_1 .. y_T-1 over
     it.
@@ -547,7 +545,7 @@ def _completion_hidden(model: PreTrainedModel, rollout: Rollout,
     # Activation checkpointing re-runs each layer in the backward pass, and the re-run would
     # append the completions' keys to the shared cache a second time: score full rows then.
     recomputes = torch.is_grad_enabled() and any(
-        getattr(m, "gradient_checkpointing", False) and m.training for m in model.modules())
+        m.gradient_checkpointing and m.training for m in _checkpointable(model))
     cache = None
     if not recomputes and rows.shape[0] > b // g:  # some prompt has more than one row
         cache = _prompt_cache(model, rollout.input_ids[::g, :w], rollout.attention_mask[::g, :w])
@@ -557,6 +555,21 @@ def _completion_hidden(model: PreTrainedModel, rollout: Rollout,
                               position_ids=position_ids(mask)[:, start:end],
                               cache=cache, use_cache=cache is not None)
     return out.last_hidden_state[:, -t:]  # [R, T, H]
+
+
+_CHECKPOINTABLE: weakref.WeakKeyDictionary[torch.nn.Module, list[torch.nn.Module]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _checkpointable(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules of `model` that can checkpoint (they have `gradient_checkpointing`), found
+    once per model: walking its few hundred modules took 0.5 ms of every scoring call. A
+    model's module tree is fixed once it is loaded (LoRA wraps before scoring starts)."""
+    found = _CHECKPOINTABLE.get(model)
+    if found is None:
+        found = [m for m in model.modules() if hasattr(m, "gradient_checkpointing")]
+        _CHECKPOINTABLE[model] = found
+    return found
 
 
 def sampler_gap(sampled: torch.Tensor, scored: torch.Tensor, mask: torch.Tensor) -> float:
