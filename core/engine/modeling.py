@@ -217,8 +217,9 @@ class LeanLoraLinear(LoraLinear):
     s (B A x): the scaling multiplies the r-wide activations rather than the layer's output,
     and A and B run as bare matmuls, without peft's general path (variants, mixed adapter
     batches) and its module glue. On the embedded model the scoring pass with its backward
-    takes 6 % less time. Anything else (a disabled or merged adapter, DoRA, a LoRA bias,
-    several active adapters, extra arguments) goes through peft's own forward."""
+    takes 3 % less time (1.1-1.2 ms of 36-38). Anything else (a disabled or merged adapter,
+    DoRA, a LoRA bias, several active adapters, extra arguments) goes through peft's own
+    forward."""
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         names = self.active_adapters
