@@ -70,7 +70,9 @@ def cpu_seconds(values: dict[str, object], recipe: str = "binary") -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=1)
+    # Three at least: the evaluation's fixed cost is a difference of whole commands, each
+    # with a 5 s start-up whose own spread (0.2 s) a single repeat can put it below.
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=COSTS_FILE)
     args = ap.parse_args()
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
