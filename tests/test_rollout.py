@@ -120,14 +120,22 @@ def test_merged_sampler_is_the_policy_and_leaves_the_base_alone() -> None:
         .__name__.startswith("Peft")
 
 
-def test_shared_prefix_scoring_equals_full_rows_with_gradients() -> None:
-    """Scoring each prompt once and repeating its KV cache changes neither values nor grads."""
+@pytest.mark.parametrize("one_token_prompt", [False, True])
+def test_shared_prefix_scoring_equals_full_rows_with_gradients(one_token_prompt: bool) -> None:
+    """Scoring each prompt once and repeating its KV cache changes neither values nor grads;
+    a one-token prompt has nothing to cache before its last token and is scored whole."""
+    from dataclasses import replace
+
     from core.engine.rollout import position_ids, sample, score_tokens
 
     loaded = trained_looking_policy(seed=2)
     torch.manual_seed(0)
     r = sample(loaded.model, loaded.tokenizer, loaded.prompt_format, TASKS["add"].eval_set(6),
                4, 1.0, 10)
+    if one_token_prompt:  # keep only each prompt's last token
+        w = r.prompt_width
+        r = replace(r, input_ids=r.input_ids[:, w - 1:],
+                    attention_mask=r.attention_mask[:, w - 1:], prompt_width=1)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
 
     def one_pass_over_full_rows() -> torch.Tensor:  # the textbook way, for reference

@@ -232,11 +232,9 @@ def _decode(model: PreTrainedModel, prompt_ids: torch.Tensor, prompt_mask: torch
 
 
 def _prompt_cache(model: PreTrainedModel, prompt_ids: torch.Tensor,
-                  prompt_mask: torch.Tensor) -> Cache | None:
-    """KV cache of every prompt [P, W] but its last token, one row per prompt (None if W < 2):
-    a prompt's scored rows continue from it, so the prompt runs once, not once per row."""
-    if prompt_ids.shape[1] < 2:
-        return None
+                  prompt_mask: torch.Tensor) -> Cache:
+    """KV cache of every prompt [P, W] but its last token (W >= 2), one row per prompt: a
+    prompt's scored rows continue from it, so the prompt runs once, not once per row."""
     out = model(input_ids=prompt_ids[:, :-1], attention_mask=prompt_mask[:, :-1],
                 position_ids=position_ids(prompt_mask)[:, :-1], use_cache=True,
                 logits_to_keep=1)
@@ -547,7 +545,9 @@ def _completion_hidden(model: PreTrainedModel, rollout: Rollout,
     recomputes = torch.is_grad_enabled() and any(
         m.gradient_checkpointing and m.training for m in _checkpointable(model))
     cache = None
-    if not recomputes and rows.shape[0] > b // g:  # some prompt has more than one row
+    # Worth it when some prompt has more than one row, and possible when the prompt has a
+    # token before its last.
+    if not recomputes and rows.shape[0] > b // g and w >= 2:
         cache = _prompt_cache(model, rollout.input_ids[::g, :w], rollout.attention_mask[::g, :w])
         cache.reorder_cache(rows // g)  # [P, ...] -> [R, ...], differentiable
     start = 0 if cache is None else cache.get_seq_length()
