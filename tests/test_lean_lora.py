@@ -10,18 +10,10 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import Linear as PeftLinear
+from test_merged_sampling import _Net
 
 from core.config import RunConfig
 from core.engine.modeling import LeanLoraLinear, load_policy, lora_config
-
-
-class _Net(torch.nn.Module):
-    def __init__(self, dtype: torch.dtype = torch.float32) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(6, 5, bias=True, dtype=dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x)
 
 
 def _pair(dtype: torch.dtype = torch.float32, **lora: object
@@ -29,7 +21,7 @@ def _pair(dtype: torch.dtype = torch.float32, **lora: object
     """(peft's own layer, the lean one) over the same base and the same non-zero adapter;
     alpha 6 over rank 4 is a scaling of 1.5, which rounds differently in the two orders."""
     torch.manual_seed(0)
-    net = _Net(dtype)
+    net = _Net(torch.nn.Linear(6, 5, bias=True, dtype=dtype))
     config = LoraConfig(r=4, lora_alpha=6, target_modules=["layer"], **lora)
     peft = get_peft_model(copy.deepcopy(net), config)
     lean_config = copy.deepcopy(config)
