@@ -89,6 +89,28 @@ def wait_idle(page, timeout: float = 20.0) -> None:
         page.wait_for_timeout(200)
 
 
+def pick_option(page, selectbox: str, option: str) -> None:
+    """Open the selectbox labelled `selectbox` and choose `option`. A rerun that lands just
+    after the click re-renders the box and closes its list, so open it again until the
+    option shows."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    box = page.locator("[data-testid=stSelectbox]").filter(has_text=selectbox)
+    choice = page.get_by_role("option", name=option, exact=True)
+    for _ in range(5):
+        wait_idle(page)
+        box.click()
+        try:
+            choice.wait_for(state="visible", timeout=5_000)
+        except PlaywrightTimeout:  # the list closed under us
+            page.keyboard.press("Escape")
+            continue
+        choice.click()
+        wait_idle(page)
+        return
+    raise AssertionError(f"the option {option!r} of {selectbox!r} never showed")
+
+
 def set_number(page, label: str, value: int) -> None:
     box = page.get_by_label(label, exact=True)
     box.fill(str(value))
@@ -208,9 +230,7 @@ def test_launch_a_tiny_sweep_from_its_page_in_chromium(app_url):
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{url}/sweep")
             expect(page.get_by_text("No sweep yet")).to_be_visible(timeout=30_000)
-            page.locator("[data-testid=stSelectbox]").filter(has_text="Preset").click()
-            page.get_by_role("option", name="smoke", exact=True).click()
-            wait_idle(page)
+            pick_option(page, "Preset", "smoke")
             for label, value in [("Its values, comma-separated", "1e-3"), ("Seeds", "0")]:
                 box = page.get_by_label(label, exact=True)
                 box.fill(value)
