@@ -90,9 +90,9 @@ def wait_idle(page, timeout: float = 20.0) -> None:
 
 
 def pick_option(page, selectbox: str, option: str) -> None:
-    """Open the selectbox labelled `selectbox` and choose `option`. A rerun that lands just
-    after the click re-renders the box and closes its list, so open it again until the
-    option shows."""
+    """Open the selectbox labelled `selectbox` and choose `option`. A click on a page still
+    settling can leave the list shut (seen once in CI), so open it again until the option
+    shows."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     box = page.locator("[data-testid=stSelectbox]").filter(has_text=selectbox)
@@ -102,7 +102,7 @@ def pick_option(page, selectbox: str, option: str) -> None:
         box.click()
         try:
             choice.wait_for(state="visible", timeout=5_000)
-        except PlaywrightTimeout:  # the list closed under us
+        except PlaywrightTimeout:  # the list is shut: close whatever is open, try again
             page.keyboard.press("Escape")
             continue
         choice.click()
