@@ -136,6 +136,19 @@ class LoadedModel:
         return self.sampler
 
 
+def plain_adapter(layer: torch.nn.Module) -> str | None:
+    """The name of a LoRA layer's one active adapter when its update is plain s B A x: not
+    merged, no DoRA or other variant, no LoRA bias. None otherwise."""
+    names = list(layer.active_adapters)
+    if layer.merged or len(names) != 1:
+        return None
+    name = names[0]
+    if name in layer.lora_variant or layer.use_dora.get(name, False) \
+            or layer.lora_bias.get(name, False):
+        return None
+    return name
+
+
 def lora_factors(layer: torch.nn.Module
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float] | None:
     """(W, L, R, s) such that the layer computes with the weight W + s L R, in W's own layout,
@@ -145,10 +158,8 @@ def lora_factors(layer: torch.nn.Module
 
     Dropout needs nothing: generation runs without it (and the lab's LoRA has none).
     """
-    if type(layer) not in (LoraLinear, LeanLoraLinear, LoraEmbedding) or layer.merged \
-            or list(layer.active_adapters) != ["default"] \
-            or layer.lora_variant.get("default") is not None \
-            or layer.use_dora.get("default", False) or layer.lora_bias.get("default", False):
+    if type(layer) not in (LoraLinear, LeanLoraLinear, LoraEmbedding) \
+            or plain_adapter(layer) != "default":
         return None
     weight = layer.get_base_layer().weight
     if type(layer) is not LoraEmbedding:
@@ -222,12 +233,9 @@ class LeanLoraLinear(LoraLinear):
     forward."""
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        names = self.active_adapters
-        if args or kwargs or self.disable_adapters or self.merged or len(names) != 1 \
-                or names[0] not in self.lora_A or names[0] in self.lora_variant \
-                or self.lora_bias.get(names[0], False):
+        name = plain_adapter(self)
+        if args or kwargs or self.disable_adapters or name is None or name not in self.lora_A:
             return super().forward(x, *args, **kwargs)
-        name = names[0]
         result = self.base_layer(x)  # [..., out]
         a, b = self.lora_A[name].weight, self.lora_B[name].weight  # [r, in], [out, r]
         h = self.lora_dropout[name](self._cast_input_dtype(x, a.dtype))  # [..., in]
